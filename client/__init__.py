@@ -1,0 +1,1 @@
+"""Site client: site config, manifest, images, splits, transforms, local training and evaluation."""

@@ -1,0 +1,133 @@
+"""Site manifest CSV: one row per image, validated row by row."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.errors import SiteDataError
+
+INPUT_COLUMNS = ("image", "video", "pathology")
+SPLITS = ("train", "val", "test")
+CLINICAL_COLUMNS = (
+    "age", "tumor_size_mm", "er", "pr", "her2", "ki67", "histologic_type", "histologic_grade",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One manifest row: a case's image, label and optional mask, split and clinical values."""
+
+    case_id: str
+    label: int
+    row: int
+    image: Path | None = None
+    mask: Path | None = None
+    split: str | None = None
+    scanner: str = ""
+    clinical: dict[str, str] = field(default_factory=dict)
+
+
+def read_manifest(path: Path, required_input: str = "image") -> list[Case]:
+    """Read and validate a manifest; errors name the file and the row (1-based, header = row 1)."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in reader.fieldnames or []]
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SiteDataError(f"manifest {path}: cannot be read: {err}", "manifest: cannot be read") from err
+    _check_header(path, header, required_input)
+    base = path.parent
+    cases: list[Case] = []
+    for index, raw in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        cases.append(_parse_row(path, base, index, row, required_input))
+    if not cases:
+        raise SiteDataError(f"manifest {path}: no rows", "manifest: no rows")
+    _check_cases(path, cases)
+    return cases
+
+
+def _check_header(path: Path, header: list[str], required_input: str) -> None:
+    """Require case_id, label and the task's input column."""
+    for column in ("case_id", "label"):
+        if column not in header:
+            raise SiteDataError(f"manifest {path}: missing column '{column}'", f"manifest: missing column '{column}'")
+    if not any(c in header for c in INPUT_COLUMNS):
+        raise SiteDataError(
+            f"manifest {path}: needs at least one input column ({', '.join(INPUT_COLUMNS)})",
+            "manifest: no input column",
+        )
+    if required_input not in header:
+        raise SiteDataError(
+            f"manifest {path}: this task reads the '{required_input}' column, which is missing",
+            f"manifest: missing column '{required_input}'",
+        )
+
+
+def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required_input: str) -> Case:
+    """Validate one row's id, label, split and file paths."""
+    where = f"manifest {path}, row {index}"
+    case_id = row.get("case_id", "")
+    if not case_id:
+        raise SiteDataError(f"{where}: empty case_id", f"manifest row {index}: empty case_id")
+    label = row.get("label", "")
+    if label not in ("0", "1"):
+        raise SiteDataError(
+            f"{where} (case {case_id}): label {label!r} is not 0 or 1", f"manifest row {index}: label is not 0 or 1"
+        )
+    split = row.get("split") or None
+    if split is not None and split not in SPLITS:
+        raise SiteDataError(
+            f"{where} (case {case_id}): split {split!r} is not one of {', '.join(SPLITS)}",
+            f"manifest row {index}: invalid split",
+        )
+    files: dict[str, Path | None] = {}
+    for column in (required_input, "mask"):
+        value = row.get(column, "")
+        if not value:
+            if column == required_input:
+                raise SiteDataError(f"{where} (case {case_id}): empty '{column}'", f"manifest row {index}: empty '{column}'")
+            files[column] = None
+            continue
+        file = (base / value).resolve()
+        if not file.exists():
+            raise SiteDataError(
+                f"{where} (case {case_id}): {column} file {file} not found",
+                f"manifest row {index}: {column} file not found",
+            )
+        files[column] = file
+    return Case(
+        case_id=case_id,
+        label=int(label),
+        row=index,
+        image=files.get("image"),
+        mask=files.get("mask"),
+        split=split,
+        scanner=row.get("scanner", ""),
+        clinical={c: row[c] for c in CLINICAL_COLUMNS if c in row},
+    )
+
+
+def _check_cases(path: Path, cases: list[Case]) -> None:
+    """A case's rows must agree on label and split (one patient never straddles splits)."""
+    seen: dict[str, Case] = {}
+    for case in cases:
+        first = seen.setdefault(case.case_id, case)
+        if first is case:
+            continue
+        if first.split != case.split:
+            raise SiteDataError(
+                f"manifest {path}: case {case.case_id} is in split {first.split!r} (row {first.row}) "
+                f"and in split {case.split!r} (row {case.row}); a case must lie in one split",
+                f"manifest rows {first.row} and {case.row}: one case in two splits",
+            )
+        if first.label != case.label:
+            raise SiteDataError(
+                f"manifest {path}: case {case.case_id} has label {first.label} (row {first.row}) "
+                f"and label {case.label} (row {case.row})",
+                f"manifest rows {first.row} and {case.row}: one case with two labels",
+            )

@@ -1,0 +1,177 @@
+"""Site config YAML: typed, validated once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from client.errors import SiteDataError
+
+_ROLES = ("train", "external")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Differential-privacy settings of a site (used by a later capability)."""
+
+    enabled: bool = False
+    target_epsilon: float = 8.0
+    delta: float = 1.0e-5
+    max_grad_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the site's data lies and how to read it."""
+
+    manifest: Path
+    crop: str | tuple[int, int, int, int] = "auto"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Local compute settings."""
+
+    device: str = "auto"
+    batch_size: int = 16
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """What the site agrees to send beyond model arrays and scalar metrics."""
+
+    share_case_predictions: bool = False
+    dp: DPConfig = field(default_factory=DPConfig)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """One hospital's site config; relative paths are resolved against the YAML's folder."""
+
+    path: Path
+    site: str
+    role: str
+    data: DataConfig
+    compute: ComputeConfig
+    privacy: PrivacyConfig
+    output_dir: Path
+
+    @property
+    def trains(self) -> bool:
+        """Whether the site takes part in training (external sites only evaluate)."""
+        return self.role == "train"
+
+
+_SCHEMA: dict[str, Any] = {
+    "site": str,
+    "role": str,
+    "data": {"manifest": str, "crop": (str, list), "val_fraction": float, "test_fraction": float, "split_seed": int},
+    "compute": {"device": str, "batch_size": int, "num_workers": int},
+    "privacy": {
+        "share_case_predictions": bool,
+        "dp": {"enabled": bool, "target_epsilon": float, "delta": float, "max_grad_norm": float},
+    },
+    "output_dir": str,
+}
+_REQUIRED = ("site", "role", "data", "data.manifest")
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read and validate a site config; every problem names the file and the key."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise SiteDataError(f"site config {path} not found", "site config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise SiteDataError(f"site config {path}: invalid YAML: {err}", "site config: invalid YAML") from err
+    if not isinstance(raw, dict):
+        raise SiteDataError(f"site config {path}: expected a mapping at the top level", "site config: not a mapping")
+    _check(raw, _SCHEMA, path, "")
+    for key in _REQUIRED:
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            raise SiteDataError(f"site config {path}: missing required key '{key}'", f"site config: missing key '{key}'")
+    if raw["role"] not in _ROLES:
+        raise SiteDataError(
+            f"site config {path}: key 'role' = {raw['role']!r}, expected one of {', '.join(_ROLES)}",
+            "site config: invalid 'role'",
+        )
+    base = path.parent
+    data = raw["data"]
+    manifest = (base / data["manifest"]).resolve()
+    if not manifest.is_file():
+        raise SiteDataError(
+            f"site config {path}: key 'data.manifest': file {manifest} not found", "site config: manifest file not found"
+        )
+    crop = _parse_crop(data.get("crop", "auto"), path)
+    fractions = (float(data.get("val_fraction", 0.2)), float(data.get("test_fraction", 0.2)))
+    if min(fractions) < 0 or sum(fractions) >= 1:
+        raise SiteDataError(
+            f"site config {path}: 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)",
+            "site config: invalid split fractions",
+        )
+    privacy = raw.get("privacy", {})
+    compute = ComputeConfig(**raw.get("compute", {}))
+    if compute.batch_size < 1:
+        raise SiteDataError(f"site config {path}: 'compute.batch_size' must be >= 1", "site config: invalid batch size")
+    return SiteConfig(
+        path=path,
+        site=raw["site"],
+        role=raw["role"],
+        data=DataConfig(manifest, crop, fractions[0], fractions[1], int(data.get("split_seed", 0))),
+        compute=compute,
+        privacy=PrivacyConfig(
+            share_case_predictions=privacy.get("share_case_predictions", False),
+            dp=DPConfig(**{k: float(v) if k != "enabled" else v for k, v in privacy.get("dp", {}).items()}),
+        ),
+        output_dir=(base / raw.get("output_dir", f"site_output/{raw['site']}")).resolve(),
+    )
+
+
+def _check(raw: dict[str, Any], schema: dict[str, Any], path: Path, prefix: str) -> None:
+    """Reject unknown keys and wrong types, naming the dotted key."""
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise SiteDataError(
+                f"site config {path}: unknown key '{dotted}' (known: {', '.join(sorted(schema))})",
+                f"site config: unknown key '{dotted}'",
+            )
+        expected = schema[key]
+        if isinstance(expected, dict):
+            if not isinstance(value, dict):
+                raise SiteDataError(f"site config {path}: key '{dotted}' must be a mapping", f"site config: '{dotted}' type")
+            _check(value, expected, path, f"{dotted}.")
+            continue
+        ok = isinstance(value, expected) and not (expected in (int, float) and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            name = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            raise SiteDataError(
+                f"site config {path}: key '{dotted}' = {value!r} should be {name}", f"site config: '{dotted}' type"
+            )
+
+
+def _parse_crop(value: Any, path: Path) -> str | tuple[int, int, int, int]:
+    """Accept ``auto``, ``none`` or a box ``[x0, y0, x1, y1]``."""
+    if isinstance(value, str) and value in ("auto", "none"):
+        return value
+    if isinstance(value, list) and len(value) == 4 and all(isinstance(v, int) for v in value):
+        x0, y0, x1, y1 = value
+        if x0 < x1 and y0 < y1 and min(value) >= 0:
+            return (x0, y0, x1, y1)
+    raise SiteDataError(
+        f"site config {path}: key 'data.crop' = {value!r}: expected auto, none or [x0, y0, x1, y1]",
+        "site config: invalid 'data.crop'",
+    )

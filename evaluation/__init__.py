@@ -1,0 +1,1 @@
+"""Model evaluation: DeLong AUC inference, classification metrics and operating points."""

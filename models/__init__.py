@@ -1,0 +1,1 @@
+"""Network builders, the task contract and the typed run configuration (no Flower)."""

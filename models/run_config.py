@@ -1,0 +1,131 @@
+"""The run configuration: flat kebab-case scalars parsed once into a typed dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+Scalar = bool | int | float | str
+
+
+class RunConfigError(ValueError):
+    """A run config key is unknown or has a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Experiment settings shared by the server, every site and the baselines."""
+
+    task: str = "classification"
+    model: str = "small"
+    image_size: int = 64
+    pretrained_weights: str = ""
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    num_rounds: int = 8
+    local_epochs: int = 2
+    optimizer: str = "adam"
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    seed: int = 0
+    min_train_sites: int = 2
+    expected_sites: int = 0
+    round_timeout: float = 3600.0
+    threshold_rule: str = "youden"
+    threshold_target: float = 0.0
+    runs_dir: str = "runs"
+    run_id: str = ""
+    sim_sites_dir: str = "phantom/demo"
+    baselines: bool = True
+
+    def __post_init__(self) -> None:
+        """Check values that have a closed set of choices or a range."""
+        choices = {
+            "strategy": ("fedavg", "fedprox"),
+            "optimizer": ("adam", "sgd"),
+            "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
+        }
+        for key, allowed in choices.items():
+            value = getattr(self, key.replace("-", "_"))
+            if value not in allowed:
+                raise RunConfigError(f"run config '{key}' = {value!r}: expected one of {', '.join(allowed)}")
+        for key in ("image_size", "num_rounds", "local_epochs", "min_train_sites"):
+            if getattr(self, key) < 1:
+                raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0 or self.proximal_mu < 0:
+            raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Parse flat kebab-case keys (Flower's run config), rejecting unknown keys and wrong types."""
+        known = {_kebab(f.name): f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise RunConfigError(f"unknown run config key '{key}' (known: {', '.join(sorted(known))})")
+            kwargs[known[key].name] = _coerce(key, value, type(getattr(cls(), known[key].name)))
+        return cls(**kwargs)
+
+    def to_mapping(self) -> dict[str, Scalar]:
+        """Return the flat kebab-case form (what Flower's run config and ConfigRecords carry)."""
+        return {_kebab(k): v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Return a copy with some fields changed (snake_case names)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_run_config_file(path: Path) -> dict[str, Scalar]:
+    """Read a TOML override file of flat kebab-case keys."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RunConfigError(f"run config file {path} not found") from err
+    except tomllib.TOMLDecodeError as err:
+        raise RunConfigError(f"run config file {path}: {err}") from err
+    for key, value in data.items():
+        if isinstance(value, (dict, list)):
+            raise RunConfigError(f"run config file {path}: key '{key}' must be a scalar")
+    return data
+
+
+def parse_assignments(items: list[str]) -> dict[str, Scalar]:
+    """Parse ``key=value`` strings, reading values as TOML scalars (bare words as strings)."""
+    out: dict[str, Scalar] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RunConfigError(f"expected key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw.strip()
+    return out
+
+
+def _kebab(name: str) -> str:
+    """Turn a snake_case field name into its kebab-case key."""
+    return name.replace("_", "-")
+
+
+def _coerce(key: str, value: Any, kind: type) -> Scalar:
+    """Convert a value to the field's type, or fail naming the key."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        return str(value)
+    raise RunConfigError(f"run config '{key}' = {value!r}: expected {kind.__name__}")

@@ -1,0 +1,1 @@
+"""Aggregation server: handshake, training rounds, checkpoints, final cross-site evaluation."""

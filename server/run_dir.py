@@ -1,0 +1,103 @@
+"""The run directory: config.json, checkpoints/, metrics.jsonl (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import secrets
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+
+from strategies.sites import NodeSite
+
+PACKAGES = ("axilla", "flwr", "torch", "monai", "numpy", "scikit-learn", "pydicom")
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class RunDirectory:
+    """Writes one run's files; also the strategies' round observer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.metrics_file = self.path / "metrics.jsonl"
+
+    def write_config(self, run: Mapping[str, Any], sites: list[NodeSite], excluded: dict[str, str]) -> None:
+        """Record the run config, the sites seen at the handshake, excluded nodes and package versions."""
+        payload = {
+            "run": dict(run),
+            "sites": [
+                {k: v for k, v in asdict(s).items() if k != "node_id"} | {"counts": {sp: {str(k): n for k, n in c.items()} for sp, c in s.counts.items()}}
+                for s in sites
+            ],
+            "excluded": excluded,
+            "versions": package_versions(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (self.path / "config.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+    def read_config(self) -> dict[str, Any]:
+        """Load config.json."""
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+    def save_checkpoint(self, name: str, state: dict[str, torch.Tensor] | ArrayRecord) -> Path:
+        """Save a state dict under checkpoints/<name>.pt."""
+        if isinstance(state, ArrayRecord):
+            state = state.to_torch_state_dict()
+        target = self.path / "checkpoints" / f"{name}.pt"
+        torch.save(state, target)
+        return target
+
+    def record(self, round_: int | str, model: str, site: str, split: str, metrics: Mapping[str, Any] | None, reason: str = "") -> None:
+        """Append one (round, model, site, split) line to metrics.jsonl; ``metrics=None`` marks a missing site."""
+        line: dict[str, Any] = {"round": round_, "model": model, "site": site, "split": split}
+        if metrics is None:
+            line |= {"status": "missing", "reason": reason}
+        else:
+            line |= {"status": "ok", "metrics": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in metrics.items()}}
+        with self.metrics_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """All metrics.jsonl lines."""
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(l) for l in self.metrics_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+    # RoundObserver ---------------------------------------------------------------------------
+    def trained(self, server_round: int, arrays: ArrayRecord | None, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
+        """Checkpoint the new global model and log each site's training metrics."""
+        if arrays is not None:
+            self.save_checkpoint(f"round-{server_round:03d}", arrays)
+        self._log_round(server_round, "train", per_site, missing)
+
+    def evaluated(self, server_round: int, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
+        """Log each training site's validation metrics of the round's global model."""
+        self._log_round(server_round, "val", per_site, missing)
+
+    def _log_round(self, server_round: int, split: str, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
+        for site, metrics in per_site.items():
+            self.record(server_round, "federated", site, split, dict(metrics))
+        for site, reason in missing.items():
+            self.record(server_round, "federated", site, split, None, reason)

@@ -1,0 +1,1 @@
+"""Simulation: phantom cohorts, public-dataset adapters and local multi-center runs."""

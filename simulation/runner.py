@@ -1,0 +1,88 @@
+"""Run a whole federation on one machine in Flower's simulation engine, then the baselines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from client.data import discover_sites, load_site_data
+from client.errors import SiteDataError
+from client.site_config import load_site_config
+from models.run_config import RunConfig
+from server.run_dir import RunDirectory, new_run_id
+from simulation.baselines import run_baselines
+from evaluation.report import write_report
+
+logger = logging.getLogger("axilla.simulation")
+
+
+class SimulationError(RuntimeError):
+    """The simulation could not run or produced no run directory."""
+
+
+def simulation_config(sites_dir: Path, overrides: Mapping[str, Any], runs_dir: Path | None = None) -> RunConfig:
+    """The run config of a simulation: defaults, then overrides, then the facts of the sites folder."""
+    sites = discover_sites(sites_dir)
+    if not sites:
+        raise SimulationError(f"{sites_dir} holds no site folder (expected <dir>/<site>/site.yaml)")
+    mapping = RunConfig().to_mapping() | dict(overrides)
+    mapping["sim-sites-dir"] = str(Path(sites_dir).resolve())
+    mapping["expected-sites"] = len(sites)
+    mapping["run-id"] = mapping.get("run-id") or new_run_id()
+    mapping["runs-dir"] = str(Path(runs_dir or mapping["runs-dir"]).resolve())
+    return RunConfig.from_mapping(mapping)
+
+
+def simulate(sites_dir: Path, overrides: Mapping[str, Any] | None = None, runs_dir: Path | None = None, client_cpus: float | None = None) -> Path:
+    """Run the real ServerApp and ClientApp, one virtual node per site folder; return the run directory."""
+    cfg = simulation_config(sites_dir, overrides or {}, runs_dir)
+    run_dir = RunDirectory(Path(cfg.runs_dir) / cfg.run_id)
+    truth = Path(sites_dir) / "_truth" / "bayes_auc.json"
+    if truth.exists():
+        (run_dir.path / "phantom.json").write_text(json.dumps({"bayes_auc": json.loads(truth.read_text())}, indent=2))
+    _run_flower(cfg, client_cpus or float(os.cpu_count() or 1))
+    if not (run_dir.path / "config.json").exists():
+        raise SimulationError(f"the federation wrote no run directory at {run_dir.path}; see the log above")
+    if cfg.baselines:
+        run_baselines(run_dir, cfg, _usable_sites(cfg))
+    write_report(run_dir.path)
+    return run_dir.path
+
+
+def _usable_sites(cfg: RunConfig) -> list:
+    """Load every site the baselines can use; a broken site is skipped, as the federation skipped it."""
+    out = []
+    for path in discover_sites(Path(cfg.sim_sites_dir)):
+        try:
+            out.append(load_site_data(load_site_config(path), cfg.image_size))
+        except SiteDataError as err:
+            logger.error("baselines skip %s: %s", path.parent.name, err)
+    return out
+
+
+def _run_flower(cfg: RunConfig, client_cpus: float) -> None:
+    """Start Flower's simulation engine (Ray backend) with the ServerApp's run config set."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    from flwr.app import Context, RecordDict
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
+
+    from client.app import app as client_app
+    from server.app import app as server_app
+
+    total = float(os.cpu_count() or 1)
+    _run_simulation(
+        num_supernodes=cfg.expected_sites,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=server_app,
+        backend_config={
+            "client_resources": {"num_cpus": min(client_cpus, total), "num_gpus": 0.0},
+            "init_args": {"num_cpus": int(total), "include_dashboard": False},
+        },
+        server_app_context=Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_mapping()),
+    )

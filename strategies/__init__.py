@@ -1,0 +1,1 @@
+"""Aggregation strategies: hook overrides of Flower's Message-API strategies."""

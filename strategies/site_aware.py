@@ -1,0 +1,150 @@
+"""Site-aware FedAvg and FedProx: Flower's strategies with hooks for roles, dtypes and per-site records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from strategies.sites import NodeSite, NodeSubset
+
+
+AVERAGED = ("num-examples", "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity")
+
+
+class RoundObserver(Protocol):
+    """Receives what happened in each round, per site (the server writes it to the run directory)."""
+
+    def trained(self, server_round: int, arrays: ArrayRecord | None, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
+        """A training round was aggregated; ``missing`` maps absent sites to the reason."""
+
+    def evaluated(self, server_round: int, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
+        """A validation round was aggregated."""
+
+
+class SiteAwareMixin:
+    """Hooks shared by the site-aware strategies.
+
+    - training and per-round evaluation go to enrolled ``train`` sites only;
+    - aggregated arrays keep the global model's dtypes (e.g. BatchNorm's int64 counters);
+    - every reply is handed to the observer under its site's name, and absent sites are named.
+    """
+
+    sites: dict[int, NodeSite]
+    observer: RoundObserver | None
+
+    def _init_sites(self, sites: dict[int, NodeSite], observer: RoundObserver | None) -> None:
+        self.sites = sites
+        self.observer = observer
+        self._template: ArrayRecord | None = None
+        self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
+
+    def _train_view(self, grid: Grid) -> NodeSubset:
+        return NodeSubset(grid, [n for n, s in self.sites.items() if s.trains])
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Sample only training sites."""
+        self._template = arrays
+        messages = list(super().configure_train(server_round, arrays, config, self._train_view(grid)))  # type: ignore[misc]
+        self._sent["train"] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Per-round validation on training sites only (external sites wait for the final model)."""
+        messages = list(super().configure_evaluate(server_round, arrays, config, self._train_view(grid)))  # type: ignore[misc]
+        self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg's weighted mean, cast back to the global dtypes, recorded per site."""
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        if arrays is not None and self._template is not None:
+            arrays = restore_dtypes(arrays, self._template)
+        per_site, missing = self._by_site(replies, self._sent["train"])
+        if self.observer is not None:
+            self.observer.trained(server_round, arrays, per_site, missing)
+        return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Record each site's validation metrics; return the case-weighted mean of the rates (for the log)."""
+        replies = list(replies)
+        per_site, missing = self._by_site(replies, self._sent["evaluate"])
+        if self.observer is not None:
+            self.observer.evaluated(server_round, per_site, missing)
+        scalars = [
+            RecordDict({"metrics": MetricRecord({k: r[k] for k in AVERAGED if k in r})})
+            for r in per_site.values()
+            if int(r.get("num-examples", 0)) > 0
+        ]
+        return aggregate_metricrecords(scalars, "num-examples") if scalars else None
+
+    def _by_site(self, replies: list[Message], sent: list[int]) -> tuple[dict[str, MetricRecord], dict[str, str]]:
+        """Valid replies' metrics by site name, and the reason each other sampled site is absent."""
+        per_site: dict[str, MetricRecord] = {}
+        missing: dict[str, str] = {}
+        answered: set[int] = set()
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            answered.add(node)
+            name = self.sites[node].name if node in self.sites else f"node-{node}"
+            if msg.has_error():
+                missing[name] = f"error: {msg.error.reason}"
+            else:
+                per_site[name] = next(iter(msg.content.metric_records.values()))
+        for node in sent:
+            if node not in answered:
+                missing[self.sites[node].name if node in self.sites else f"node-{node}"] = "no reply before the round timeout"
+        return per_site, missing
+
+
+class SiteFedAvg(SiteAwareMixin, FedAvg):
+    """FedAvg over enrolled training sites, weighted by their training cases."""
+
+    def __init__(self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2) -> None:
+        FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=min_train_sites, min_available_nodes=min_train_sites)
+        self._init_sites(sites, observer)
+
+
+class SiteFedProx(SiteAwareMixin, FedProx):
+    """FedProx: FedAvg on the server, ``proximal-mu`` sent to sites for the proximal term of their loss."""
+
+    def __init__(
+        self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2, proximal_mu: float = 0.01
+    ) -> None:
+        FedProx.__init__(
+            self,
+            min_train_nodes=min_train_sites,
+            min_evaluate_nodes=min_train_sites,
+            min_available_nodes=min_train_sites,
+            proximal_mu=proximal_mu,
+        )
+        self._init_sites(sites, observer)
+
+
+def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
+    """Cast aggregated arrays back to the template's dtypes (integers rounded)."""
+    out = ArrayRecord()
+    for key, array in arrays.items():
+        value = array.numpy()
+        dtype = template[key].numpy().dtype if key in template else value.dtype
+        if np.issubdtype(dtype, np.integer):
+            value = np.rint(value)
+        out[key] = Array(np.asarray(value, dtype=dtype))
+    return out
+
+
+def build_strategy(
+    name: str, sites: dict[int, NodeSite], observer: RoundObserver | None, min_train_sites: int, proximal_mu: float
+) -> SiteFedAvg:
+    """The run config's strategy by name."""
+    if name == "fedprox":
+        return SiteFedProx(sites, observer, min_train_sites, proximal_mu)
+    if name == "fedavg":
+        return SiteFedAvg(sites, observer, min_train_sites)
+    raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")

@@ -1,0 +1,46 @@
+"""Who is who: the sites known from the handshake, and a grid view restricted to some of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from flwr.serverapp import Grid
+
+
+@dataclass(frozen=True)
+class NodeSite:
+    """A node as it described itself at the handshake."""
+
+    node_id: int
+    name: str
+    role: str
+    counts: dict[str, dict[int, int]]
+    fingerprint: str = ""
+    version: str = ""
+
+    @property
+    def trains(self) -> bool:
+        """Whether the site takes part in training rounds."""
+        return self.role == "train"
+
+    @property
+    def n_train(self) -> int:
+        """Training cases (the FedAvg weight)."""
+        return sum(self.counts.get("train", {}).values())
+
+
+class NodeSubset:
+    """A Grid whose ``get_node_ids`` lists only some nodes; everything else is the wrapped grid's."""
+
+    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        self._grid = grid
+        self._node_ids = sorted(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        """The allowed nodes that are still connected."""
+        connected = set(self._grid.get_node_ids())
+        return [n for n in self._node_ids if n in connected]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)

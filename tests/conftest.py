@@ -1,0 +1,109 @@
+"""Shared fixtures: small sites made on the fly (PNG, RGB and DICOM images, manifests, site configs)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from client.data import clear_cache
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array (H, W) or (H, W, 3) as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+    return path
+
+
+def write_dicom(path: Path, array: np.ndarray, photometric: str | None = None) -> Path:
+    """Write a minimal but valid ultrasound DICOM file (8-bit grayscale or RGB)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = US_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = US_IMAGE_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientID = "anon"
+    ds.Rows, ds.Columns = array.shape[:2]
+    rgb = array.ndim == 3
+    ds.SamplesPerPixel = 3 if rgb else 1
+    ds.PhotometricInterpretation = photometric or ("RGB" if rgb else "MONOCHROME2")
+    if rgb:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def lesion_image(rng: np.random.Generator, label: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """A speckle field with a dark disc whose radius grows with the label (learnable on purpose)."""
+    h, w = size
+    img = rng.gamma(4.0, 25.0, size).clip(0, 255)
+    yy, xx = np.mgrid[:h, :w]
+    radius = (6 if label else 3) + rng.uniform(0, 2)
+    img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radius**2] *= 0.2
+    return img.astype(np.uint8)
+
+
+def make_site(
+    root: Path,
+    name: str,
+    role: str = "train",
+    n: int = 20,
+    *,
+    seed: int = 0,
+    kind: str = "png",
+    rows: Callable[[list[dict[str, str]]], None] | None = None,
+    extra_yaml: str = "",
+) -> Path:
+    """Write ``root/name/{site.yaml, manifest.csv, images/}``; ``rows`` may edit the manifest rows first."""
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    records = []
+    for i in range(n):
+        label = i % 2
+        img = lesion_image(rng, label)
+        if kind == "dicom":
+            rel = f"images/{name}-{i:03d}.dcm"
+            write_dicom(folder / rel, img)
+        elif kind == "rgb":
+            rel = f"images/{name}-{i:03d}.png"
+            write_png(folder / rel, np.stack([img, (img * 0.9).astype(np.uint8), img], axis=-1))
+        else:
+            rel = f"images/{name}-{i:03d}.png"
+            write_png(folder / rel, img)
+        records.append({"case_id": f"{name}-{i:03d}", "label": str(label), "image": rel, "scanner": f"{name}-scanner"})
+    if rows is not None:
+        rows(records)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
+        writer.writeheader()
+        writer.writerows(records)
+    (folder / "site.yaml").write_text(
+        f"site: {name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n"
+        f"compute: {{device: cpu, batch_size: 8, num_workers: 0}}\noutput_dir: output\n{extra_yaml}"
+    )
+    return folder / "site.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_site_cache() -> None:
+    """Every test starts without sites cached by an earlier test."""
+    clear_cache()

@@ -1,0 +1,43 @@
+"""Run config: parsed once, typed, in step with pyproject.toml's Flower App defaults."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from models.run_config import RunConfig, RunConfigError, load_run_config_file, parse_assignments
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_the_flower_app_config() -> None:
+    app = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert app == RunConfig().to_mapping()
+
+
+def test_parse_rejects_unknown_keys_and_wrong_types() -> None:
+    cfg = RunConfig.from_mapping({"num-rounds": 3, "lr": 1, "strategy": "fedprox", "baselines": "false"})
+    assert cfg.num_rounds == 3 and cfg.lr == 1.0 and cfg.strategy == "fedprox" and cfg.baselines is False
+    with pytest.raises(RunConfigError, match="unknown run config key 'num-round'"):
+        RunConfig.from_mapping({"num-round": 3})
+    with pytest.raises(RunConfigError, match="'num-rounds'"):
+        RunConfig.from_mapping({"num-rounds": "three"})
+    with pytest.raises(RunConfigError, match="'strategy'"):
+        RunConfig.from_mapping({"strategy": "fedsgd"})
+    with pytest.raises(RunConfigError, match="'local-epochs'"):
+        RunConfig.from_mapping({"local-epochs": 0})
+
+
+def test_override_files_and_assignments(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text('num-rounds = 4\nmodel = "resnet18"\n')
+    assert load_run_config_file(tmp_path / "x.toml") == {"num-rounds": 4, "model": "resnet18"}
+    (tmp_path / "bad.toml").write_text("[nested]\na = 1\n")
+    with pytest.raises(RunConfigError, match="scalar"):
+        load_run_config_file(tmp_path / "bad.toml")
+    assert parse_assignments(["lr=0.01", "model=resnet50", "baselines=false"]) == {
+        "lr": 0.01, "model": "resnet50", "baselines": False,
+    }
+    with pytest.raises(RunConfigError):
+        parse_assignments(["no-equals"])

@@ -1,0 +1,125 @@
+"""Site-aware FedAvg/FedProx tested with mock replies and a fake grid (no network)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app.metadata import Metadata
+from flwr.supercore.task_identity import TaskIdentity
+
+from strategies.site_aware import SiteFedAvg, SiteFedProx, build_strategy
+from strategies.sites import NodeSite
+
+
+@pytest.fixture(autouse=True)
+def _server_identity() -> None:
+    """Messages created on the server need the task identity that Flower's runtime sets."""
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+class FakeGrid:
+    """Only what the strategies use: the connected node ids."""
+
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.node_ids)
+
+
+class Recorder:
+    """A RoundObserver keeping what it was told."""
+
+    def __init__(self) -> None:
+        self.trained_calls: list[tuple] = []
+        self.evaluated_calls: list[tuple] = []
+
+    def trained(self, server_round, arrays, per_site, missing) -> None:  # noqa: ANN001
+        self.trained_calls.append((server_round, arrays, per_site, missing))
+
+    def evaluated(self, server_round, per_site, missing) -> None:  # noqa: ANN001
+        self.evaluated_calls.append((server_round, per_site, missing))
+
+
+SITES = {
+    11: NodeSite(11, "a", "train", {"train": {0: 30, 1: 10}}),
+    22: NodeSite(22, "b", "train", {"train": {0: 10, 1: 10}}),
+    33: NodeSite(33, "ext", "external", {"test": {0: 20, 1: 20}}),
+}
+
+
+def _reply(src: int, arrays: dict[str, np.ndarray] | None, metrics: dict, error: str | None = None) -> Message:
+    """A reply as a site would send it (metadata filled as the grid would)."""
+    meta = Metadata(
+        run_id=1, message_id="", src_node_id=src, dst_node_id=0, reply_to_message_id="x", group_id="1",
+        created_at=0.0, ttl=60.0, message_type=MessageType.TRAIN,
+    )
+    if error is not None:
+        return Message(metadata=meta, error=Error(code=1, reason=error))
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    if arrays is not None:
+        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return Message(metadata=meta, content=content)
+
+
+def _global() -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.zeros(3, np.float32)), "bn.num_batches_tracked": Array(np.array(5, np.int64))})
+
+
+def test_training_goes_to_train_sites_only_and_carries_proximal_mu() -> None:
+    strategy = SiteFedProx(SITES, None, min_train_sites=2, proximal_mu=0.3)
+    messages = list(strategy.configure_train(1, _global(), ConfigRecord({"lr": 0.1}), FakeGrid([11, 22, 33])))
+    assert sorted(m.metadata.dst_node_id for m in messages) == [11, 22]
+    assert all(m.content["config"]["proximal-mu"] == pytest.approx(0.3) for m in messages)
+    assert all(m.metadata.message_type == MessageType.TRAIN for m in messages)
+    evals = list(strategy.configure_evaluate(1, _global(), ConfigRecord({"split": "val"}), FakeGrid([11, 22, 33])))
+    assert sorted(m.metadata.dst_node_id for m in evals) == [11, 22]
+
+
+def test_aggregation_weights_by_training_cases_and_keeps_dtypes() -> None:
+    recorder = Recorder()
+    strategy = SiteFedAvg(SITES, recorder, min_train_sites=2)
+    list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
+    replies = [
+        _reply(11, {"w": np.array([1.0, 2.0, 3.0], np.float32), "bn.num_batches_tracked": np.array(8, np.int64)}, {"num-examples": 40, "train-loss": 1.0}),
+        _reply(22, {"w": np.array([3.0, 6.0, 9.0], np.float32), "bn.num_batches_tracked": np.array(9, np.int64)}, {"num-examples": 20, "train-loss": 4.0}),
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    np.testing.assert_allclose(arrays["w"].numpy(), [5 / 3, 10 / 3, 5.0], rtol=1e-6)  # (40*x + 20*y) / 60
+    assert arrays["w"].numpy().dtype == np.float32
+    assert arrays["bn.num_batches_tracked"].numpy().dtype == np.int64
+    assert int(arrays["bn.num_batches_tracked"].numpy()) == 8  # 8*2/3 + 9/3 = 8.33 -> 8
+    assert metrics["train-loss"] == pytest.approx(2.0)
+    (_, _, per_site, missing), = recorder.trained_calls
+    assert set(per_site) == {"a", "b"} and missing == {}
+
+
+def test_failed_and_silent_sites_are_named_and_left_out() -> None:
+    recorder = Recorder()
+    strategy = SiteFedAvg(SITES, recorder, min_train_sites=1)
+    list(strategy.configure_train(2, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
+    arrays, _ = strategy.aggregate_train(2, [_reply(11, {"w": np.ones(3, np.float32), "bn.num_batches_tracked": np.array(1, np.int64)}, {"num-examples": 5})])
+    assert arrays is not None and np.allclose(arrays["w"].numpy(), 1.0)
+    assert recorder.trained_calls[-1][3] == {"b": "no reply before the round timeout"}
+    list(strategy.configure_evaluate(2, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
+    agg = strategy.aggregate_evaluate(
+        2,
+        [
+            _reply(11, None, {"num-examples": 10, "auc": 0.8, "hist-pos": [1, 2]}),
+            _reply(22, None, {}, error="manifest row 4: label is not 0 or 1"),
+        ],
+    )
+    assert agg is not None and agg["auc"] == pytest.approx(0.8) and "hist-pos" not in agg
+    _, per_site, missing = recorder.evaluated_calls[-1]
+    assert set(per_site) == {"a"} and missing == {"b": "error: manifest row 4: label is not 0 or 1"}
+
+
+def test_build_strategy_by_name() -> None:
+    assert isinstance(build_strategy("fedprox", SITES, None, 2, 0.1), SiteFedProx)
+    assert type(build_strategy("fedavg", SITES, None, 2, 0.1)) is SiteFedAvg
+    with pytest.raises(ValueError, match="unknown strategy"):
+        build_strategy("fedsgd", SITES, None, 2, 0.1)
