@@ -55,7 +55,7 @@ def train_round(
         model,
         data.loader("train", train=True, seed=seed),
         task,
-        make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay),
+        make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round), cfg.weight_decay),
         cfg.local_epochs,
         device,
         proximal_mu=proximal_mu,

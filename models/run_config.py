@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +30,7 @@ class RunConfig:
     local_epochs: int = 2
     optimizer: str = "adam"
     lr: float = 0.001
+    lr_schedule: str = "cosine"
     weight_decay: float = 0.0001
     seed: int = 0
     min_train_sites: int = 2
@@ -46,6 +48,7 @@ class RunConfig:
         choices = {
             "strategy": ("fedavg", "fedprox"),
             "optimizer": ("adam", "sgd"),
+            "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
         }
         for key, allowed in choices.items():
@@ -72,6 +75,13 @@ class RunConfig:
     def to_mapping(self) -> dict[str, Scalar]:
         """Return the flat kebab-case form (what Flower's run config and ConfigRecords carry)."""
         return {_kebab(k): v for k, v in dataclasses.asdict(self).items()}
+
+    def round_lr(self, server_round: int) -> float:
+        """The learning rate of a round: constant, or cosine-annealed over the rounds to 5% of ``lr``."""
+        if self.lr_schedule == "constant" or self.num_rounds == 1:
+            return self.lr
+        progress = (min(max(server_round, 1), self.num_rounds) - 1) / (self.num_rounds - 1)
+        return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def replace(self, **changes: Any) -> RunConfig:
         """Return a copy with some fields changed (snake_case names)."""

@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     sites = args.sites if args.command == "run" else DEMO_DIR
     if args.command == "demo" and not (sites / "_truth" / "phantom.json").exists():
         make_phantom(sites, "demo", args.seed)
+    from server.federation import FederationError
     from simulation.runner import SimulationError, simulate
 
     try:
         run_dir = simulate(sites, overrides, args.runs_dir, args.client_cpus)
-    except (SimulationError, RunConfigError) as err:
+    except (SimulationError, RunConfigError, FederationError) as err:
         print(f"axilla-simulate: {err}", file=sys.stderr)
         return 1
     print(run_dir)

@@ -41,3 +41,11 @@ def test_override_files_and_assignments(tmp_path: Path) -> None:
     }
     with pytest.raises(RunConfigError):
         parse_assignments(["no-equals"])
+
+
+def test_cosine_round_learning_rate() -> None:
+    cfg = RunConfig(lr=0.01, num_rounds=5)
+    rates = [cfg.round_lr(r) for r in range(1, 6)]
+    assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.0005)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert RunConfig(lr=0.01, lr_schedule="constant").round_lr(3) == 0.01

@@ -1,0 +1,254 @@
+"""Draw a phantom cohort and write its site folders and the truth folder; ``make_phantom``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from simulation.phantom.dicom import write_dicom
+from simulation.phantom.features import FEATURE_COLUMNS, Features, draw_features, lesion_features
+from simulation.phantom.presets import PRESETS, Preset, SiteSpec
+from simulation.phantom.render import SiteGeometry, render_case
+from simulation.phantom.risk import bayes_auc, draw_labels, true_risk
+
+logger = logging.getLogger(__name__)
+
+TRUTH_DIR = "_truth"
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "case_id", "label", "image", "mask", "scanner", "age", "tumor_size_mm", "er", "pr", "her2",
+    "ki67", "histologic_type", "histologic_grade",
+)
+_FEATURE_STREAM, _LABEL_STREAM, _NOISE_STREAM = 1, 2, 3
+
+
+@dataclass
+class PhantomSummary:
+    """What ``make_phantom`` wrote: where, which sites, and each site's counts and Bayes AUC."""
+
+    out: Path
+    sites: list[str]
+    bayes_auc: dict[str, float]
+    n_cases: dict[str, int]
+    n_positive: dict[str, int]
+
+
+@dataclass
+class SiteCohort:
+    """One site's drawn cases: ids, feature columns, true risk and labels (no pixels)."""
+
+    spec: SiteSpec
+    case_ids: list[str]
+    features: Features
+    risk: np.ndarray
+    labels: np.ndarray
+    bayes_auc: float = field(default=float("nan"))
+
+
+def _crc(text: str) -> int:
+    """Return a stable 32-bit hash of ``text`` (unlike ``hash``, the same in every process)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def site_rng(preset: Preset, site: SiteSpec, seed: int, stream: int, case: int | None = None) -> np.random.Generator:
+    """Return the generator of one (preset, seed, site, stream[, case]): independent streams.
+
+    Args:
+        preset: the preset.
+        site: the site.
+        seed: the cohort seed.
+        stream: 1 case features, 2 labels, 3 per-case pixel noise.
+        case: the case index, for per-case streams.
+
+    Returns:
+        A fresh numpy ``Generator``.
+    """
+    key = [_crc(preset.name), _crc(site.name), stream]
+    if case is not None:
+        key.append(case)
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy=seed, spawn_key=key)))
+
+
+def draw_cohort(preset: Preset | str, seed: int = 0, *, flip_labels: bool = False) -> list[SiteCohort]:
+    """Draw every site's features, true risk and labels, without rendering any image.
+
+    Args:
+        preset: a ``Preset`` or the name of one in ``PRESETS``.
+        seed: the cohort seed.
+        flip_labels: give every case the opposite of its drawn label (a test hook).
+
+    Returns:
+        One ``SiteCohort`` per site, in preset order.
+    """
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    cohorts = []
+    for site in preset.sites:
+        features = draw_features(site.mix, site_rng(preset, site, seed, _FEATURE_STREAM))
+        risk = true_risk(features, site.mix.prevalence)
+        labels = draw_labels(risk, site_rng(preset, site, seed, _LABEL_STREAM))
+        if flip_labels:
+            labels = 1 - labels
+        ids = [f"{site.prefix}-{i + 1:04d}" for i in range(site.mix.n_cases)]
+        cohorts.append(SiteCohort(site, ids, features, risk, labels, bayes_auc(labels, risk)))
+    return cohorts
+
+
+def _site_yaml(site: SiteSpec) -> str:
+    """Return the text of the site's ``site.yaml`` (the site-config contract)."""
+    config = {
+        "site": site.name,
+        "role": site.role,
+        "data": {"manifest": "manifest.csv", "crop": "auto"},
+        "compute": {"device": "auto", "batch_size": 16, "num_workers": 0},
+        "privacy": {
+            "share_case_predictions": False,
+            "dp": {"enabled": False, "target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0},
+        },
+        "output_dir": "output",
+    }
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def _fmt(value: object) -> str:
+    """Format one CSV cell deterministically (floats round-trip exactly)."""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    """Write an 8-bit grayscale or RGB array as a PNG file."""
+    Image.fromarray(array).save(path, format="PNG", compress_level=3)
+
+
+def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> None:
+    """Render and write one site's images, masks, manifest and site.yaml."""
+    site, scanner = cohort.spec, cohort.spec.scanner
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    (folder / "site.yaml").write_text(_site_yaml(site), encoding="utf-8")
+    geometry = SiteGeometry.build(scanner, site.name)
+    rows = []
+    for i, case_id in enumerate(cohort.case_ids):
+        lesion = lesion_features(cohort.features, i)
+        rendered = render_case(lesion, geometry, site_rng(preset, site, seed, _NOISE_STREAM, i))
+        if scanner.storage == "dicom":
+            image_rel = f"images/{case_id}.dcm"
+            write_dicom(rendered.image, folder / image_rel, scanner=scanner, site=site.name, seed=seed,
+                        case_id=case_id, age=int(cohort.features["age"][i]),
+                        pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
+        else:
+            image_rel = f"images/{case_id}.png"
+            _save_png(rendered.image, folder / image_rel)
+        mask_rel = f"masks/{case_id}.png"
+        _save_png(rendered.mask, folder / mask_rel)
+        f = cohort.features
+        rows.append([case_id, int(cohort.labels[i]), image_rel, mask_rel, f"{scanner.manufacturer} {scanner.model}",
+                     int(f["age"][i]), f"{f['tumor_size_mm'][i]:.1f}", int(f["er"][i]), int(f["pr"][i]),
+                     int(f["her2"][i]), int(f["ki67"][i]), str(f["histologic_type"][i]),
+                     int(f["histologic_grade"][i])])
+    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+
+
+def _write_truth(cohorts: list[SiteCohort], folder: Path, preset: Preset, seed: int, flip_labels: bool) -> None:
+    """Write the truth folder: per-case risk and features, per-site Bayes AUC, cohort facts."""
+    folder.mkdir(parents=True)
+    with open(folder / "true_risk.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("site", "case_id", "risk", "label", *FEATURE_COLUMNS))
+        for c in cohorts:
+            for i, case_id in enumerate(c.case_ids):
+                cells = [_fmt(c.features[name][i]) for name in FEATURE_COLUMNS]
+                writer.writerow([c.spec.name, case_id, _fmt(c.risk[i]), int(c.labels[i]), *cells])
+    aucs = {c.spec.name: c.bayes_auc for c in cohorts}
+    (folder / "bayes_auc.json").write_text(json.dumps(aucs, indent=2) + "\n", encoding="utf-8")
+    facts = {
+        "preset": preset.name,
+        "seed": seed,
+        "flip_labels": flip_labels,
+        "sites": {
+            c.spec.name: {
+                "role": c.spec.role,
+                "n_cases": len(c.case_ids),
+                "n_positive": int(c.labels.sum()),
+                "prevalence": float(c.labels.mean()),
+                "target_prevalence": c.spec.mix.prevalence,
+            }
+            for c in cohorts
+        },
+    }
+    (folder / "phantom.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+
+
+def _clear_previous(out: Path, names: list[str]) -> None:
+    """Remove the truth folder and the site folders of this and of any earlier phantom in ``out``."""
+    previous = out / TRUTH_DIR / "phantom.json"
+    if previous.is_file():
+        names = names + list(json.loads(previous.read_text(encoding="utf-8")).get("sites", {}))
+    for name in dict.fromkeys(names):
+        folder = out / name
+        if folder.is_dir() and ((folder / "site.yaml").is_file() or not any(folder.iterdir())):
+            shutil.rmtree(folder)
+        elif folder.exists():
+            raise FileExistsError(f"{folder} exists and is not a phantom site folder; not overwriting it")
+    if (out / TRUTH_DIR).is_dir():
+        shutil.rmtree(out / TRUTH_DIR)
+
+
+def build_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool = False) -> PhantomSummary:
+    """Write a phantom cohort of an explicit ``Preset`` (``make_phantom`` takes a preset name).
+
+    Args:
+        out: the folder to write into (created if needed).
+        preset: the federation to draw.
+        seed: the cohort seed.
+        flip_labels: give every case the opposite label; pixels stay byte-identical.
+
+    Returns:
+        The summary of what was written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cohorts = draw_cohort(preset, seed, flip_labels=flip_labels)
+    _clear_previous(out, [c.spec.name for c in cohorts])
+    for cohort in cohorts:
+        logger.info("phantom %s: writing %d cases of %s", preset.name, len(cohort.case_ids), cohort.spec.name)
+        _write_site(cohort, out / cohort.spec.name, preset, seed)
+    _write_truth(cohorts, out / TRUTH_DIR, preset, seed, flip_labels)
+    return PhantomSummary(
+        out=out,
+        sites=[c.spec.name for c in cohorts],
+        bayes_auc={c.spec.name: c.bayes_auc for c in cohorts},
+        n_cases={c.spec.name: len(c.case_ids) for c in cohorts},
+        n_positive={c.spec.name: int(c.labels.sum()) for c in cohorts},
+    )
+
+
+def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels: bool = False) -> PhantomSummary:
+    """Write the phantom multi-hospital cohort ``preset`` drawn with ``seed`` into ``out``.
+
+    Args:
+        out: the folder that receives one folder per site and the ``_truth`` folder.
+        preset: a name in ``PRESETS`` (``"demo"`` or ``"tiny"``).
+        seed: the cohort seed; the same (preset, seed) gives the same bytes.
+        flip_labels: give every case the opposite label (pixels never depend on labels).
+
+    Returns:
+        The summary of what was written.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown phantom preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return build_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)
