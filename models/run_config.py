@@ -22,7 +22,7 @@ class RunConfig:
 
     task: str = "classification"
     model: str = "small"
-    image_size: int = 64
+    image_size: int = 96
     pretrained_weights: str = ""
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
