@@ -35,6 +35,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _site_record(site: NodeSite) -> dict[str, Any]:
+    """A site as config.json stores it (no node id: node ids change between runs)."""
+    record = asdict(site)
+    del record["node_id"]
+    record["counts"] = {split: {str(label): n for label, n in c.items()} for split, c in site.counts.items()}
+    return record
+
+
 class RunDirectory:
     """Writes one run's files; also the strategies' round observer."""
 
@@ -47,10 +55,7 @@ class RunDirectory:
         """Record the run config, the sites seen at the handshake, excluded nodes and package versions."""
         payload = {
             "run": dict(run),
-            "sites": [
-                {k: v for k, v in asdict(s).items() if k != "node_id"} | {"counts": {sp: {str(k): n for k, n in c.items()} for sp, c in s.counts.items()}}
-                for s in sites
-            ],
+            "sites": [_site_record(s) for s in sites],
             "excluded": excluded,
             "versions": package_versions(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
