@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from client.data import SiteData
 from client.training import make_optimizer, predict, resolve_device, train_epochs
 from client.version import axilla_version
+from evaluation.calibration import calibration_regression, hosmer_lemeshow
+from evaluation.delong import delong_test
+from evaluation.reclassification import idi, nri
+from evaluation.roc_band import roc_band
 from evaluation.thresholds import score_histograms
 from models.run_config import RunConfig
 from models.task import get_task
@@ -77,9 +82,52 @@ def evaluate_split(data: SiteData, model: nn.Module, cfg: RunConfig, split: str,
     labels, scores, loss = predict(model, data.loader(split, train=False), task, resolve_device(data.config.compute.device))
     metrics: Metrics = {"num-examples": int(len(labels)), "loss": loss}
     metrics.update(task.metrics(labels, scores, threshold))
+    metrics.update(per_case_statistics(labels, scores))
     pos, neg = score_histograms(labels, scores)
     metrics["hist-pos"], metrics["hist-neg"] = pos, neg
     return metrics
+
+
+def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
+    """Statistics that need per-case scores, computed here so only their results leave the site.
+
+    Calibration slope and intercept, Hosmer-Lemeshow, and the ROC's bootstrap band on a fixed
+    FPR grid (lists whose length never depends on the number of cases).
+    """
+    out: Metrics = {}
+    if len(set(labels.tolist())) < 2:
+        return out
+    out.update(calibration_regression(labels, scores))
+    out.update(hosmer_lemeshow(labels, scores))
+    band = roc_band(labels, scores)
+    if band:
+        out["roc-tpr-lo"], out["roc-tpr-hi"] = band["tpr_lo"], band["tpr_hi"]
+    return out
+
+
+def compare_models(data: SiteData, models: dict[str, nn.Module], cfg: RunConfig, split: str, reference: str) -> list[Metrics]:
+    """Paired comparisons of ``reference`` with every other model on the same cases of one split.
+
+    DeLong's test for correlated AUCs, category-free NRI and IDI (``reference`` as the new
+    model); computed at the site from per-case scores, only the statistics are returned.
+    """
+    device = resolve_device(data.config.compute.device)
+    loader = data.loader(split, train=False)
+    task = get_task(cfg.task)
+    scores = {name: predict(model, loader, task, device)[:2] for name, model in models.items()}
+    labels, ref = scores[reference]
+    if len(set(labels.tolist())) < 2:
+        return []
+    out = []
+    for name, (_, other) in scores.items():
+        if name == reference:
+            continue
+        row: Metrics = {"model_a": reference, "model_b": name}
+        row["delong_z"], row["delong_p"] = delong_test(labels, ref, other)
+        row.update(nri(labels, other, ref))
+        row.update(idi(labels, other, ref))
+        out.append(row)
+    return out
 
 
 def _site_salt(name: str) -> int:

@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.figures import report_figures
+from evaluation.html import render_html
+from evaluation.pooling import POOLING, curves, pooled_metrics
+from evaluation.proportions import proportion_cis
+
 SCHEMA = "axilla.report/1"
 ROW_FIELDS = (
-    "n", "n_positive", "auc", "auc_ci", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
-    "kappa", "pr_auc", "brier", "threshold", "hl_p",
+    "n", "n_positive", "auc", "auc_ci", "accuracy", "accuracy_ci", "sensitivity", "sensitivity_ci",
+    "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci", "f1", "kappa", "pr_auc", "brier",
+    "threshold", "calibration_slope", "calibration_intercept", "hl_stat", "hl_p",
 )
+COMPARISON_FIELDS = ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")
 _MODEL_ORDER = {"federated": 0, "pooled": 1}
 
 
@@ -37,8 +44,17 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     }
     if config.get("excluded"):
         report["excluded"] = config["excluded"]
-    rows = [_classification_row(line) for line in lines if line["round"] == "final" and line["status"] == "ok"]
-    report["classification"] = sorted(rows, key=_row_key)
+    final = [line for line in lines if line["round"] == "final" and line["status"] == "ok"]
+    evaluated = [(line["model"], line["site"], line["split"], line["metrics"]) for line in final]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for model, _, split, metrics in evaluated:
+        groups.setdefault((model, split), []).append(metrics)
+    evaluated += [(model, "all", split, pooled_metrics(group)) for (model, split), group in groups.items() if len(group) > 1]
+    evaluated.sort(key=lambda e: _row_key({"model": e[0], "site": e[1], "split": e[2]}))
+    report["classification"] = [_classification_row(model, site, split, m) for model, site, split, m in evaluated]
+    report["comparisons"] = _comparisons(run_dir / "comparisons.jsonl", report["classification"])
+    report["curves"] = [{"model": model, "site": site, "split": split, **curves(m)} for model, site, split, m in evaluated]
+    report["pooling"] = POOLING
     missing = [
         {k: line[k] for k in ("round", "model", "site", "split", "reason")} for line in lines if line["status"] == "missing"
     ]
@@ -51,10 +67,17 @@ def build_report(run_dir: Path) -> dict[str, Any]:
 
 
 def write_report(run_dir: Path) -> dict[str, Any]:
-    """Write report.json and report.md into the run directory; return the report."""
+    """Write report.json, report.md, figures/*.png and the self-contained report.html."""
+    run_dir = Path(run_dir)
     report = build_report(run_dir)
-    Path(run_dir, "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    Path(run_dir, "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    figures = report_figures(report)
+    folder = run_dir / "figures"
+    folder.mkdir(exist_ok=True)
+    for name, png in figures.items():
+        (folder / name).write_bytes(png)
+    (run_dir / "report.html").write_text(render_html(report, figures), encoding="utf-8")
     return report
 
 
@@ -79,11 +102,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("excluded"):
         out += ["", "Excluded at the handshake: " + "; ".join(f"{k}: {v}" for k, v in report["excluded"].items())]
     bayes = report.get("phantom", {}).get("bayes_auc", {})
-    for site in [s["name"] for s in report["sites"]]:
+    for site in [s["name"] for s in report["sites"]] + ["all"]:
         rows = [r for r in report["classification"] if r["site"] == site and r["split"] == "test"]
         if not rows:
             continue
-        out += ["", f"## {site}: test split", ""]
+        title = "all sites pooled (from aggregates)" if site == "all" else site
+        out += ["", f"## {title}: test split", ""]
         if site in bayes:
             out += [f"Bayes ceiling (AUC of the true risk): {bayes[site]:.3f}", ""]
         out += [
@@ -96,6 +120,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                 auc += f" ({r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f})"
             cells = [_fmt(r.get(k)) for k in ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "threshold")]
             out.append(f"| {r['model']} | {r['n']} | {auc} | " + " | ".join(cells) + " |")
+        compared = [c for c in report.get("comparisons", []) if c["site"] == site and c["split"] == "test"]
+        if compared:
+            out += ["", "| federated vs | DeLong p | NRI | IDI |", "|---|---:|---:|---:|"]
+            out += [f"| {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     if report.get("missing"):
         out += ["", "## Missing replies", ""] + [
             f"- round {m['round']}, {m['site']} ({m['split']}): {m['reason']}" for m in report["missing"]
@@ -118,17 +146,34 @@ def _site_entry(site: dict[str, Any]) -> dict[str, Any]:
     return {"name": site["name"], "role": site["role"], "n_cases": sum(splits.values()), "n_positive": positive, "splits": splits}
 
 
-def _classification_row(line: dict[str, Any]) -> dict[str, Any]:
-    """One ``classification`` row: the contract's fields that the metrics hold (others omitted)."""
-    metrics = line["metrics"]
-    row: dict[str, Any] = {"model": line["model"], "site": line["site"], "split": line["split"]}
+def _classification_row(model: str, site: str, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One ``classification`` row: the contract's fields that apply (others omitted), Wilson CIs from counts."""
+    metrics = dict(metrics)
+    if all(k in metrics for k in ("tp", "fp", "tn", "fn")):
+        metrics.update(proportion_cis(metrics["tp"], metrics["fp"], metrics["tn"], metrics["fn"]))
+    row: dict[str, Any] = {"model": model, "site": site, "split": split}
     row.update({k: metrics[k] for k in ROW_FIELDS if k in metrics})
     return row
 
 
+def _comparisons(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired comparisons made at the sites, with both models' AUCs from the classification rows."""
+    auc = {(r["model"], r["site"], r["split"]): r.get("auc") for r in rows}
+    out = []
+    for line in _read_lines(path):
+        entry = {k: line[k] for k in ("site", "split", "model_a", "model_b")}
+        for side in ("a", "b"):
+            value = auc.get((line[f"model_{side}"], line["site"], line["split"]))
+            if value is not None:
+                entry[f"auc_{side}"] = value
+        entry.update({k: line[k] for k in COMPARISON_FIELDS if k in line})
+        out.append(entry)
+    return sorted(out, key=lambda c: (c["site"], c["model_b"]))
+
+
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Order rows by split, site, then federated, pooled, local models."""
-    return (row["split"], row["site"], _MODEL_ORDER.get(row["model"], 2), row["model"])
+    """Order rows by split, site (the pooled ``all`` last), then federated, pooled, local models."""
+    return (row["split"], row["site"] == "all", row["site"], _MODEL_ORDER.get(row["model"], 2), row["model"])
 
 
 def _fmt(value: Any) -> str:

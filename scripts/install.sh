@@ -13,4 +13,8 @@ if ! command -v nvidia-smi >/dev/null 2>&1 && ! python -c "import torch" >/dev/n
   python -m pip install --quiet "${AXILLA_TORCH_SPEC:-torch==2.13.0}"
 fi
 python -m pip install --quiet -e ".[test]"
+# Headless Chromium renders report.html in tests/evaluation/test_html.py (Debian package `chromium`).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 touch .venv/.installed

@@ -62,10 +62,6 @@ class RunDirectory:
         }
         (self.path / "config.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
-    def read_config(self) -> dict[str, Any]:
-        """Load config.json."""
-        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
-
     def save_checkpoint(self, name: str, state: dict[str, torch.Tensor] | ArrayRecord) -> Path:
         """Save a state dict under checkpoints/<name>.pt."""
         if isinstance(state, ArrayRecord):
@@ -84,11 +80,10 @@ class RunDirectory:
         with self.metrics_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        """All metrics.jsonl lines."""
-        if not self.metrics_file.exists():
-            return []
-        return [json.loads(l) for l in self.metrics_file.read_text(encoding="utf-8").splitlines() if l.strip()]
+    def record_comparison(self, site: str, split: str, row: Mapping[str, Any]) -> None:
+        """Append one paired model comparison made at a site to comparisons.jsonl."""
+        with (self.path / "comparisons.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"site": site, "split": split, **row}) + "\n")
 
     # RoundObserver ---------------------------------------------------------------------------
     def trained(self, server_round: int, arrays: ArrayRecord | None, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 
 from client.data import SiteData, pool_site_data
-from client.site import evaluate_split, model_for, train_round
+from client.site import compare_models, evaluate_split, model_for, train_round
 from models.run_config import RunConfig
 from models.task import get_task
 from server.operating_point import threshold_from_site_metrics
@@ -42,14 +42,23 @@ def evaluate_everywhere(
 
 
 def run_baselines(run_dir: RunDirectory, cfg: RunConfig, sites: list[SiteData]) -> None:
-    """Train and evaluate ``local:<site>`` for every training site and ``pooled`` on all of them."""
+    """Train and evaluate ``local:<site>`` for every training site and ``pooled`` on all of them.
+
+    Then every site compares the federated model with each baseline on its own test cases.
+    """
     training = [s for s in sites if s.config.trains]
+    states: dict[str, dict[str, torch.Tensor]] = {}
     for site in training:
         name = f"local:{site.config.site}"
-        state = train_like_federation(site, cfg)
-        run_dir.save_checkpoint(f"local-{site.config.site}", state)
-        evaluate_everywhere(name, state, cfg, [site], sites, run_dir)
-    pooled = pool_site_data(training)
-    state = train_like_federation(pooled, cfg)
-    run_dir.save_checkpoint("pooled", state)
-    evaluate_everywhere("pooled", state, cfg, training, sites, run_dir)
+        states[name] = train_like_federation(site, cfg)
+        run_dir.save_checkpoint(f"local-{site.config.site}", states[name])
+        evaluate_everywhere(name, states[name], cfg, [site], sites, run_dir)
+    states["pooled"] = train_like_federation(pool_site_data(training), cfg)
+    run_dir.save_checkpoint("pooled", states["pooled"])
+    evaluate_everywhere("pooled", states["pooled"], cfg, training, sites, run_dir)
+    final = run_dir.path / "checkpoints" / "final.pt"
+    states["federated"] = torch.load(final, map_location="cpu", weights_only=True)
+    models = {name: model_for(cfg, state) for name, state in states.items()}
+    for site in sites:
+        for row in compare_models(site, models, cfg, "test", reference="federated"):
+            run_dir.record_comparison(site.config.site, "test", row)

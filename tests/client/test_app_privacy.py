@@ -16,6 +16,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, M
 from flwr.app.metadata import Metadata
 
 from client.app import evaluate, query, train
+from evaluation.roc_band import ROC_GRID
+from evaluation.thresholds import HIST_BINS
 from models.run_config import RunConfig
 from models.task import get_task
 from tests.conftest import make_site
@@ -65,15 +67,23 @@ def _assert_no_identifiers(reply: Message, root: Path) -> None:
         assert "alpha-0" not in text, f"a case id left the site: {text!r}"
 
 
+FIXED_LENGTHS = {2, HIST_BINS, len(ROC_GRID)}  # CIs, score histograms, the ROC band's FPR grid
+
+
 def _assert_scalar_metrics(record: MetricRecord) -> None:
+    """Scalars, or lists whose length is fixed by the protocol and never by the number of cases."""
     for key, value in record.items():
-        assert isinstance(value, (int, float)) or (
-            isinstance(value, list) and all(isinstance(x, (int, float)) for x in value)
-        ), f"metric {key} is not a scalar or a list of counts"
+        if isinstance(value, list):
+            assert all(isinstance(x, (int, float)) for x in value), f"metric {key} holds non-numbers"
+            assert len(value) in FIXED_LENGTHS, f"metric {key} has {len(value)} entries: per-case values?"
+        else:
+            assert isinstance(value, (int, float)), f"metric {key} is not a scalar"
 
 
-def test_every_reply_kind_holds_only_arrays_and_scalar_metrics(tmp_path: Path) -> None:
-    site = make_site(tmp_path, "alpha", n=24)
+@pytest.mark.parametrize("n_cases", [24, 40])
+def test_every_reply_kind_holds_only_arrays_and_scalar_metrics(tmp_path: Path, n_cases: int) -> None:
+    site = make_site(tmp_path, "alpha", n=n_cases)
+    assert "share_case_predictions" not in site.read_text()  # the default: the site did not opt in
     context = _context(site)
 
     hello = query(_incoming(MessageType.QUERY, RecordDict({"config": _config()})), context)

@@ -61,8 +61,10 @@ def test_federation_excludes_a_broken_site_and_evaluates_everywhere(tmp_path: Pa
     report = json.loads((run_dir / "report.json").read_text())
     assert report["excluded"] == {"node-102": "manifest row 5: label is not 0 or 1"}
     assert {(r["site"], r["split"]) for r in report["classification"]} == {
-        ("a", "val"), ("b", "val"), ("a", "test"), ("b", "test"), ("ext", "test"),
+        ("a", "val"), ("b", "val"), ("a", "test"), ("b", "test"), ("ext", "test"), ("all", "val"), ("all", "test"),
     }
+    pooled = next(r for r in report["classification"] if r["site"] == "all" and r["split"] == "test")
+    assert pooled["n"] == sum(r["n"] for r in report["classification"] if r["site"] != "all" and r["split"] == "test")
     trained_at = {m.metadata.dst_node_id for m in grid.sent if m.metadata.message_type == "train"}
     assert trained_at == {100, 101}  # neither the external nor the broken site trains
     assert (run_dir / "checkpoints" / "round-002.pt").exists() and (run_dir / "checkpoints" / "final.pt").exists()

@@ -52,7 +52,7 @@ def test_report_has_every_model_at_every_site(finished_run: tuple[Path, str]) ->
     assert {s["name"]: s["role"] for s in report["sites"]} == {"site_a": "train", "site_b": "train", "site_ext": "external"}
     test_rows = {(r["model"], r["site"]) for r in report["classification"] if r["split"] == "test"}
     models = {"federated", "pooled", "local:site_a", "local:site_b"}
-    assert test_rows == {(m, s) for m in models for s in ("site_a", "site_b", "site_ext")}
+    assert test_rows == {(m, s) for m in models for s in ("site_a", "site_b", "site_ext", "all")}
     for row in report["classification"]:
         if row["split"] == "test" and row["site"] == "site_ext":
             assert all(k in row for k in CONTRACT), row
@@ -83,3 +83,42 @@ def test_rounds_checkpoints_and_roles(finished_run: tuple[Path, str]) -> None:
     assert not any(l["site"] == "site_ext" and l["split"] in ("train", "val") for l in lines)  # external never trains
     config = json.loads((run_dir / "config.json").read_text())
     assert config["versions"]["flwr"] and config["run"]["num-rounds"] == 2
+
+
+def test_cross_site_report_matrix_pooled_rows_and_comparisons(finished_run: tuple[Path, str]) -> None:
+    run_dir, _ = finished_run
+    report = json.loads((run_dir / "report.json").read_text())
+    models = {"federated", "pooled", "local:site_a", "local:site_b"}
+    rows = {(r["model"], r["site"], r["split"]): r for r in report["classification"]}
+    for model in models:  # every model pooled across all sites from aggregates
+        pooled = rows[(model, "all", "test")]
+        per_site = [rows[(model, s, "test")] for s in ("site_a", "site_b", "site_ext")]
+        assert pooled["n"] == sum(r["n"] for r in per_site)
+        assert pooled["n_positive"] == sum(r["n_positive"] for r in per_site)
+        assert pooled["threshold"] == per_site[0]["threshold"]
+    ext = rows[("federated", "site_ext", "test")]
+    for key in ("sensitivity_ci", "specificity_ci", "accuracy_ci", "hl_p", "pr_auc", "brier"):
+        assert key in ext, key
+    assert ext["sensitivity_ci"][0] <= ext["sensitivity"] <= ext["sensitivity_ci"][1]
+    compared = {(c["site"], c["model_b"]) for c in report["comparisons"]}
+    assert compared == {(s, m) for s in ("site_a", "site_b", "site_ext") for m in models - {"federated"}}
+    assert all(0.0 <= c["delong_p"] <= 1.0 for c in report["comparisons"])
+    assert report["pooling"]["bins"] == 200
+    assert {(c["model"], c["site"], c["split"]) for c in report["curves"]} == set(rows)
+
+
+def test_html_figures_and_regeneration_from_the_run_directory_alone(finished_run: tuple[Path, str], tmp_path: Path) -> None:
+    run_dir, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    for name in ("report.json", "report.md", "report.html"):
+        (copy / name).unlink()
+    shutil.rmtree(copy / "figures")
+    proc = subprocess.run([sys.executable, "-m", "evaluation.cli", str(copy)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (copy / "report.json").read_bytes() == (run_dir / "report.json").read_bytes()
+    assert (copy / "report.html").read_bytes() == (run_dir / "report.html").read_bytes()
+    figures = sorted(p.name for p in (run_dir / "figures").iterdir())
+    assert "auc_heatmap_test.png" in figures and "roc_site_ext_test.png" in figures and "decision_all_test.png" in figures
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(figures) and "http://" not in html and "https://" not in html
