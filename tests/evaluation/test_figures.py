@@ -7,7 +7,6 @@ import io
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from evaluation.figures import (
@@ -20,21 +19,8 @@ from evaluation.figures import (
     roc_figure,
     safe_name,
 )
-from tests.evaluation.report_fixture import make_report
 
 SIZE = (600, 450)
-
-
-@pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
-    """The synthetic report, built once."""
-    return make_report()
-
-
-@pytest.fixture(scope="module")
-def figures(report: dict[str, Any]) -> dict[str, bytes]:
-    """Every figure of the synthetic report, rendered once."""
-    return report_figures(report)
 
 
 def _pixels(png: bytes) -> np.ndarray:

@@ -17,23 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.figures import report_figures
 from evaluation.html import render_html
-from tests.evaluation.report_fixture import EXCLUDED_REASON, MODELS, make_report
+from tests.evaluation.report_fixture import EXCLUDED_REASON, MODELS
 
 DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
-
-
-@pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
-    """The synthetic report, built once."""
-    return make_report()
-
-
-@pytest.fixture(scope="module")
-def figures(report: dict[str, Any]) -> dict[str, bytes]:
-    """Every figure of the synthetic report, rendered once."""
-    return report_figures(report)
 
 
 @pytest.fixture(scope="module")
