@@ -26,6 +26,7 @@ class RunConfig:
     pretrained_weights: str = ""
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
+    max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
     optimizer: str = "adam"

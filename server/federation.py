@@ -41,7 +41,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     torch.manual_seed(cfg.seed)
     initial = ArrayRecord(get_task(cfg.task).build_model(cfg).state_dict())
     run_dir.save_checkpoint("round-000", initial)
-    strategy = build_strategy(cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu)
+    strategy = build_strategy(cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu, cfg.max_update_norm_ratio)
     result = strategy.start(
         grid=grid,
         initial_arrays=initial,

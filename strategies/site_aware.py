@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -12,6 +13,9 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from strategies.sites import NodeSite, NodeSubset
+from strategies.update_checks import check_arrays, norm_outliers, update_norm
+
+logger = logging.getLogger("axilla.server")
 
 
 AVERAGED = ("num-examples", "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity")
@@ -32,14 +36,17 @@ class SiteAwareMixin:
 
     - training and per-round evaluation go to enrolled ``train`` sites only;
     - aggregated arrays keep the global model's dtypes (e.g. BatchNorm's int64 counters);
+    - updates with wrong keys, shapes or dtypes, non-finite values or an outlying norm are
+      rejected before aggregation and named, and the round goes on without them;
     - every reply is handed to the observer under its site's name, and absent sites are named.
     """
 
     sites: dict[int, NodeSite]
     observer: RoundObserver | None
 
-    def _init_sites(self, sites: dict[int, NodeSite], observer: RoundObserver | None) -> None:
+    def _init_sites(self, sites: dict[int, NodeSite], observer: RoundObserver | None, max_update_norm_ratio: float) -> None:
         self.sites = sites
+        self.max_update_norm_ratio = max_update_norm_ratio
         self.observer = observer
         self._template: ArrayRecord | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
@@ -61,12 +68,18 @@ class SiteAwareMixin:
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg's weighted mean, cast back to the global dtypes, recorded per site."""
+        """Reject bad updates, then FedAvg's weighted mean cast back to the global dtypes, recorded per site."""
         replies = list(replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        rejected = self._reject_bad_updates(replies)
+        accepted = [r for r in replies if r.metadata.src_node_id not in rejected]
+        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
         if arrays is not None and self._template is not None:
             arrays = restore_dtypes(arrays, self._template)
-        per_site, missing = self._by_site(replies, self._sent["train"])
+        per_site, missing = self._by_site(accepted, self._sent["train"])
+        for node, reason in rejected.items():
+            missing.pop(self._name(node), None)
+            missing[self._name(node)] = f"update rejected: {reason}"
+            logger.warning("round %d: update of site %s rejected: %s", server_round, self._name(node), reason)
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
@@ -84,6 +97,30 @@ class SiteAwareMixin:
         ]
         return aggregate_metricrecords(scalars, "num-examples") if scalars else None
 
+    def _reject_bad_updates(self, replies: list[Message]) -> dict[int, str]:
+        """Nodes whose arrays have wrong keys, shapes or dtypes, non-finite values, or an outlying norm."""
+        if self._template is None:
+            return {}
+        rejected: dict[int, str] = {}
+        norms: dict[int, float] = {}
+        for msg in replies:
+            if msg.has_error():
+                continue
+            node = msg.metadata.src_node_id
+            records = list(msg.content.array_records.values())
+            reason = "expected exactly one ArrayRecord" if len(records) != 1 else check_arrays(records[0], self._template)
+            if reason is None:
+                norms[node] = update_norm(records[0], self._template)
+            else:
+                rejected[node] = reason
+        outliers = norm_outliers({str(n): v for n, v in norms.items()}, self.max_update_norm_ratio)
+        rejected.update({int(n): reason for n, reason in outliers.items()})
+        return rejected
+
+    def _name(self, node: int) -> str:
+        """A node's site name (or its id if it never shook hands)."""
+        return self.sites[node].name if node in self.sites else f"node-{node}"
+
     def _by_site(self, replies: list[Message], sent: list[int]) -> tuple[dict[str, MetricRecord], dict[str, str]]:
         """Valid replies' metrics by site name, and the reason each other sampled site is absent."""
         per_site: dict[str, MetricRecord] = {}
@@ -92,30 +129,37 @@ class SiteAwareMixin:
         for msg in replies:
             node = msg.metadata.src_node_id
             answered.add(node)
-            name = self.sites[node].name if node in self.sites else f"node-{node}"
+            name = self._name(node)
             if msg.has_error():
                 missing[name] = f"error: {msg.error.reason}"
             else:
                 per_site[name] = next(iter(msg.content.metric_records.values()))
         for node in sent:
             if node not in answered:
-                missing[self.sites[node].name if node in self.sites else f"node-{node}"] = "no reply before the round timeout"
+                missing[self._name(node)] = "no reply before the round timeout"
         return per_site, missing
 
 
 class SiteFedAvg(SiteAwareMixin, FedAvg):
     """FedAvg over enrolled training sites, weighted by their training cases."""
 
-    def __init__(self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2) -> None:
+    def __init__(
+        self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2, max_update_norm_ratio: float = 10.0
+    ) -> None:
         FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=min_train_sites, min_available_nodes=min_train_sites)
-        self._init_sites(sites, observer)
+        self._init_sites(sites, observer, max_update_norm_ratio)
 
 
 class SiteFedProx(SiteAwareMixin, FedProx):
     """FedProx: FedAvg on the server, ``proximal-mu`` sent to sites for the proximal term of their loss."""
 
     def __init__(
-        self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2, proximal_mu: float = 0.01
+        self,
+        sites: dict[int, NodeSite],
+        observer: RoundObserver | None = None,
+        min_train_sites: int = 2,
+        proximal_mu: float = 0.01,
+        max_update_norm_ratio: float = 10.0,
     ) -> None:
         FedProx.__init__(
             self,
@@ -124,7 +168,7 @@ class SiteFedProx(SiteAwareMixin, FedProx):
             min_available_nodes=min_train_sites,
             proximal_mu=proximal_mu,
         )
-        self._init_sites(sites, observer)
+        self._init_sites(sites, observer, max_update_norm_ratio)
 
 
 def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
@@ -140,11 +184,16 @@ def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
 
 
 def build_strategy(
-    name: str, sites: dict[int, NodeSite], observer: RoundObserver | None, min_train_sites: int, proximal_mu: float
+    name: str,
+    sites: dict[int, NodeSite],
+    observer: RoundObserver | None,
+    min_train_sites: int,
+    proximal_mu: float,
+    max_update_norm_ratio: float = 10.0,
 ) -> SiteFedAvg:
     """The run config's strategy by name."""
     if name == "fedprox":
-        return SiteFedProx(sites, observer, min_train_sites, proximal_mu)
+        return SiteFedProx(sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio)
     if name == "fedavg":
-        return SiteFedAvg(sites, observer, min_train_sites)
+        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio)
     raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
