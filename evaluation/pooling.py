@@ -16,6 +16,7 @@ from scipy.stats import chi2
 from evaluation.aggregates import (
     DCA_THRESHOLDS,
     auc_from_histograms,
+    confusion_from_histograms,
     net_benefit_from_histograms,
     roc_from_histograms,
     treat_all_net_benefit,
@@ -53,6 +54,18 @@ def curves(metrics: Mapping[str, Any]) -> dict[str, Any]:
                 "treat_all": treat_all_net_benefit(sum(pos), n, DCA_THRESHOLDS),
             }
         )
+    return out
+
+
+THRESHOLD_KEYS = ("threshold", "tp", "fp", "tn", "fn", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "kappa")
+
+
+def at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, Any]:
+    """A split's metrics re-cut at another bin-edge threshold, from its histograms (exact, no re-evaluation)."""
+    out = {k: v for k, v in metrics.items() if k not in THRESHOLD_KEYS}
+    tp, fp, tn, fn = confusion_from_histograms(metrics["hist-pos"], metrics["hist-neg"], threshold)
+    out.update({"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn})
+    out.update(confusion_metrics(tp, fp, tn, fn))
     return out
 
 

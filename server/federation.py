@@ -9,6 +9,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from evaluation.pooling import at_threshold
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.task import get_task
@@ -66,15 +67,16 @@ def training_config(cfg: RunConfig) -> dict:
 def final_evaluation(grid: Grid, cfg: RunConfig, sites: dict[int, NodeSite], arrays: ArrayRecord, run_dir: RunDirectory) -> float:
     """Pick the threshold on the training sites' validation aggregates, then evaluate everywhere.
 
-    Validation splits of training sites and test splits of every site, external sites included,
-    are evaluated at that one threshold; returns it.
+    Validation rows are re-cut at that threshold from the same replies' histograms; test
+    splits of every site, external sites included, are evaluated at it. Returns the threshold.
     """
     train_nodes = [n for n, s in sites.items() if s.trains]
     validation = _evaluate(grid, cfg, {n: sites[n] for n in train_nodes}, arrays, "val", 0.5)
     threshold = threshold_from_site_metrics(validation.values(), cfg)
     logger.info("operating point (%s on pooled validation histograms): %.4f", cfg.threshold_rule, threshold)
-    for split, targets in (("val", train_nodes), ("test", list(sites))):
-        per_site = _evaluate(grid, cfg, {n: sites[n] for n in targets}, arrays, split, threshold)
+    validation = {name: at_threshold(m, threshold) for name, m in validation.items()}
+    test = _evaluate(grid, cfg, sites, arrays, "test", threshold)
+    for split, targets, per_site in (("val", train_nodes, validation), ("test", list(sites), test)):
         for node in targets:
             name = sites[node].name
             if name in per_site:

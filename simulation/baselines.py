@@ -9,6 +9,7 @@ import torch
 
 from client.data import SiteData, pool_site_data
 from client.site import compare_models, evaluate_split, model_for, train_round
+from evaluation.pooling import at_threshold
 from models.run_config import RunConfig
 from models.task import get_task
 from server.operating_point import threshold_from_site_metrics
@@ -32,10 +33,10 @@ def evaluate_everywhere(
 ) -> float:
     """Choose the threshold on ``val_sites``' validation histograms, then record val and test rows."""
     model = model_for(cfg, state)
-    val_sites = list(val_sites)
-    threshold = threshold_from_site_metrics([evaluate_split(s, model, cfg, "val") for s in val_sites], cfg)
-    for site in val_sites:
-        run_dir.record("final", name, site.config.site, "val", evaluate_split(site, model, cfg, "val", threshold))
+    validation = {s.config.site: evaluate_split(s, model, cfg, "val") for s in val_sites}
+    threshold = threshold_from_site_metrics(validation.values(), cfg)
+    for site, metrics in validation.items():
+        run_dir.record("final", name, site, "val", at_threshold(metrics, threshold))
     for site in sites:
         run_dir.record("final", name, site.config.site, "test", evaluate_split(site, model, cfg, "test", threshold))
     return threshold

@@ -77,7 +77,6 @@ class SiteAwareMixin:
             arrays = restore_dtypes(arrays, self._template)
         per_site, missing = self._by_site(accepted, self._sent["train"])
         for node, reason in rejected.items():
-            missing.pop(self._name(node), None)
             missing[self._name(node)] = f"update rejected: {reason}"
             logger.warning("round %d: update of site %s rejected: %s", server_round, self._name(node), reason)
         if self.observer is not None:
