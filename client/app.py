@@ -11,14 +11,14 @@ from flwr.clientapp import ClientApp
 
 from client.data import SiteData, load_site_data, site_path_for_partition
 from client.errors import SiteDataError
+from client.privacy_guard import privacy_guard
 from client.site import describe_site, evaluate_split, model_for, train_round
-from client.site_config import load_site_config
+from client.site_config import SiteConfig, load_site_config
 from models.run_config import RunConfig
 
 logger = logging.getLogger("axilla.client")
 
 SITE_DATA_ERROR = 4001  # Error.code of a reply from a site whose config or data is unusable
-app = ClientApp()
 
 
 def site_config_path(context: Context, run_mapping: dict[str, Any]) -> Path:
@@ -28,6 +28,18 @@ def site_config_path(context: Context, run_mapping: dict[str, Any]) -> Path:
     if "partition-id" in context.node_config:
         return site_path_for_partition(Path(str(run_mapping["sim-sites-dir"])), int(context.node_config["partition-id"]))
     raise SiteDataError("node config has no 'site-config' key", "node config has no 'site-config' key")
+
+
+def site_of(message: Message, context: Context) -> SiteConfig | None:
+    """This node's site config, or None when it cannot be read (the reply then says why)."""
+    try:
+        run = dict(message.content["config"]) if "config" in message.content else {}
+        return load_site_config(site_config_path(context, run))
+    except (SiteDataError, KeyError, ValueError):
+        return None
+
+
+app = ClientApp(mods=[privacy_guard(site_of)])
 
 
 def split_config(config: ConfigRecord) -> tuple[RunConfig, dict[str, Any]]:

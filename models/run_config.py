@@ -35,12 +35,14 @@ class RunConfig:
     weight_decay: float = 0.0001
     seed: int = 0
     min_train_sites: int = 2
+    validate_every: int = 1
     expected_sites: int = 0
     round_timeout: float = 3600.0
     threshold_rule: str = "youden"
     threshold_target: float = 0.0
     runs_dir: str = "runs"
     run_id: str = ""
+    resume_from: str = ""
     sim_sites_dir: str = "phantom/demo"
     baselines: bool = True
 
@@ -59,6 +61,8 @@ class RunConfig:
         for key in ("image_size", "num_rounds", "local_epochs", "min_train_sites"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
+        if self.validate_every < 0:
+            raise RunConfigError(f"run config 'validate-every' must be >= 0, got {self.validate_every}")
         if self.lr <= 0 or self.proximal_mu < 0:
             raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
 

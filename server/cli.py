@@ -1,44 +1,52 @@
-"""axilla-server: start the study's SuperLink, to which ``flwr run`` submits experiments."""
+"""axilla-server: run one experiment of a study on its SuperLink (TLS, enrolled sites only) and follow it."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
+import signal
 import sys
 from pathlib import Path
 
+from models.run_config import RunConfigError, load_run_config_file, parse_assignments
+from server.coordinator import CoordinatorError, run_experiment
+from server.study import Study, StudyError
+from server.superlink import SuperLinkError, SuperLinkSettings
 
-def superlink_command(args: argparse.Namespace) -> list[str]:
-    """The ``flower-superlink`` command line."""
-    exe = shutil.which("flower-superlink") or "flower-superlink"
-    cmd = [exe, "--fleet-api-address", args.fleet_address, "--control-api-address", args.control_address]
-    if args.insecure:
-        cmd.append("--insecure")
-    else:
-        cmd += ["--ssl-ca-certfile", str(args.ca_cert), "--ssl-certfile", str(args.cert), "--ssl-keyfile", str(args.key)]
-    if args.database:
-        cmd += ["--database", str(args.database)]
-    return cmd
+EXIT_STOPPED = 3  # the run stopped early (too few sites) and can be resumed
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit so the SuperLink is stopped on the way out."""
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``axilla-server``."""
     parser = argparse.ArgumentParser(prog="axilla-server", description=__doc__)
-    parser.add_argument("--fleet-address", default="0.0.0.0:9092", help="where site SuperNodes connect")
-    parser.add_argument("--control-address", default="127.0.0.1:9093", help="where `flwr run` submits experiments")
-    parser.add_argument("--ca-cert", type=Path, help="the study's root CA certificate (PEM)")
-    parser.add_argument("--cert", type=Path, help="the server certificate (PEM)")
-    parser.add_argument("--key", type=Path, help="the server private key (PEM)")
-    parser.add_argument("--database", type=Path, help="SuperLink state database (default: in memory)")
-    parser.add_argument("--insecure", action="store_true", help="no TLS (loopback tests only)")
+    parser.add_argument("--study", type=Path, required=True, help="the study directory made by `axilla-study init`")
+    parser.add_argument("--host", default="0.0.0.0", help="interface the SuperLink listens on (default: all)")
+    parser.add_argument("--port", type=int, default=9092, help="the port hospitals connect to (TLS, Fleet API only; default: 9092)")
+    parser.add_argument("--internal-port", type=int, default=9093, help="the SuperLink's own port, on loopback only (default: 9093)")
+    parser.add_argument("--run-config", type=Path, help="a TOML file of run config keys (e.g. experiments/quick.toml)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="override one run config key")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories are written (default: ./runs)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last complete round")
+    parser.add_argument("--app", type=Path, help="the axilla Flower App folder (default: this installation's source tree)")
     args = parser.parse_args(argv)
-    if not args.insecure and not (args.ca_cert and args.cert and args.key):
-        parser.error("--ca-cert, --cert and --key are required (or --insecure for loopback tests)")
-    cmd = superlink_command(args)
-    print("starting:", " ".join(cmd), flush=True)
-    os.execvp(cmd[0], cmd)
-    return 0  # not reached
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        overrides = load_run_config_file(args.run_config) if args.run_config else {}
+        overrides |= parse_assignments(args.assignments)
+        settings = SuperLinkSettings(Study(args.study.resolve()), args.host, args.port, args.internal_port)
+        outcome = run_experiment(settings, overrides, args.runs_dir, args.resume, args.app)
+    except (RunConfigError, StudyError, SuperLinkError, CoordinatorError) as err:
+        print(f"axilla-server: {err}", file=sys.stderr)
+        return 2
+    print(f"axilla-server: {outcome.message}", file=sys.stderr if outcome.status != "completed" else sys.stdout)
+    if outcome.status == "stopped" and (outcome.run_dir / "checkpoints" / "round-000.pt").exists():
+        print(f"axilla-server: continue it with: axilla-server --study {args.study} --resume {outcome.run_dir}", file=sys.stderr)
+    print(outcome.run_dir)
+    return {"completed": 0, "stopped": EXIT_STOPPED}.get(outcome.status, 1)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import secrets
 import time
 from dataclasses import asdict
@@ -16,6 +18,7 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from strategies.sites import NodeSite
 
+CHECKPOINT = re.compile(r"^round-(\d+)\.pt$")
 PACKAGES = ("axilla", "flwr", "torch", "monai", "numpy", "scikit-learn", "pydicom")
 
 
@@ -67,8 +70,51 @@ class RunDirectory:
         if isinstance(state, ArrayRecord):
             state = state.to_torch_state_dict()
         target = self.path / "checkpoints" / f"{name}.pt"
-        torch.save(state, target)
+        partial = target.with_suffix(".pt.partial")
+        torch.save(state, partial)
+        os.replace(partial, target)  # a checkpoint on disk is always complete, even if the server is killed
         return target
+
+    def last_round(self) -> int:
+        """The highest round with a checkpoint (0: only the initial model; -1: none)."""
+        rounds = [int(m.group(1)) for p in (self.path / "checkpoints").glob("round-*.pt") if (m := CHECKPOINT.match(p.name))]
+        return max(rounds, default=-1)
+
+    def load_checkpoint(self, name: str) -> ArrayRecord:
+        """A saved checkpoint as arrays."""
+        return ArrayRecord(torch.load(self.path / "checkpoints" / f"{name}.pt", map_location="cpu", weights_only=True))
+
+    def drop_records_after(self, server_round: int) -> int:
+        """Remove metrics.jsonl lines of rounds after ``server_round`` and of the final evaluation; return how many."""
+        if not self.metrics_file.exists():
+            return 0
+        lines = self.metrics_file.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if isinstance(r := json.loads(line)["round"], int) and r <= server_round]
+        partial = self.metrics_file.with_suffix(".jsonl.partial")
+        partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(partial, self.metrics_file)
+        for stale in ("comparisons.jsonl", "stopped.json"):
+            (self.path / stale).unlink(missing_ok=True)
+        return len(lines) - len(kept)
+
+    def note_resume(self, from_round: int, sites: list[NodeSite], excluded: dict[str, str]) -> None:
+        """Add a ``resumed`` entry (round, sites present, time) to config.json."""
+        path = self.path / "config.json"
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload.setdefault("resumed", []).append(
+            {
+                "after_round": from_round,
+                "sites": [_site_record(s) for s in sites],
+                "excluded": excluded,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
+        path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+    def write_stopped(self, reason: str) -> None:
+        """Record why the run stopped early (stopped.json) and the last round it completed."""
+        payload = {"reason": reason, "last_complete_round": self.last_round(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (self.path / "stopped.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
     def record(self, round_: int | str, model: str, site: str, split: str, metrics: Mapping[str, Any] | None, reason: str = "") -> None:
         """Append one (round, model, site, split) line to metrics.jsonl; ``metrics=None`` marks a missing site."""

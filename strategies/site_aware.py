@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -12,7 +13,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from strategies.sites import NodeSite, NodeSubset
+from strategies.sites import NodeSite, NodeSubset, TooFewSitesError
 from strategies.update_checks import check_arrays, norm_outliers, update_norm
 
 logger = logging.getLogger("axilla.server")
@@ -38,53 +39,112 @@ class SiteAwareMixin:
     - aggregated arrays keep the global model's dtypes (e.g. BatchNorm's int64 counters);
     - updates with wrong keys, shapes or dtypes, non-finite values or an outlying norm are
       rejected before aggregation and named, and the round goes on without them;
+    - a round waits at most ``wait_timeout`` for ``min-train-sites`` training sites to be
+      connected, and needs that many usable updates; otherwise ``TooFewSitesError`` stops the run;
+    - per-round validation runs every ``validate_every`` rounds (0: only the final evaluation);
+    - rounds are numbered from ``round_offset`` + 1, so a resumed run continues the numbering
+      (and the sites' per-round seeds and learning rates) where the checkpoint left it;
     - every reply is handed to the observer under its site's name, and absent sites are named.
     """
 
     sites: dict[int, NodeSite]
     observer: RoundObserver | None
 
-    def _init_sites(self, sites: dict[int, NodeSite], observer: RoundObserver | None, max_update_norm_ratio: float) -> None:
+    def _init_sites(
+        self,
+        sites: dict[int, NodeSite],
+        observer: RoundObserver | None,
+        max_update_norm_ratio: float,
+        min_train_sites: int,
+        wait_timeout: float,
+        round_offset: int,
+        validate_every: int,
+    ) -> None:
         self.sites = sites
+        self.validate_every = validate_every
         self.max_update_norm_ratio = max_update_norm_ratio
+        self.min_train_sites = min_train_sites
+        self.wait_timeout = wait_timeout
+        self.round_offset = round_offset
         self.observer = observer
         self._template: ArrayRecord | None = None
+        self._grid: Grid | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
 
     def _train_view(self, grid: Grid) -> NodeSubset:
         return NodeSubset(grid, [n for n, s in self.sites.items() if s.trains])
 
+    def _connected_train_sites(self, grid: Grid, needed: int) -> NodeSubset | None:
+        """The training sites' view once ``needed`` of them are connected; None after ``wait_timeout``."""
+        view = self._train_view(grid)
+        deadline = time.monotonic() + self.wait_timeout
+        while len(view.get_node_ids()) < needed:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(1.0)
+        return view
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """Sample only training sites."""
-        self._template = arrays
-        messages = list(super().configure_train(server_round, arrays, config, self._train_view(grid)))  # type: ignore[misc]
+        """Sample only training sites, once at least ``min-train-sites`` of them are connected."""
+        server_round += self.round_offset
+        self._template, self._grid = arrays, grid
+        view = self._connected_train_sites(grid, self.min_train_sites)
+        if view is None:
+            online = {self._name(n) for n in self._train_view(grid).get_node_ids()}
+            offline = sorted(s.name for s in self.sites.values() if s.trains and s.name not in online)
+            raise TooFewSitesError(
+                f"round {server_round}: {len(online)} training site(s) connected after waiting {self.wait_timeout:.0f} s, "
+                f"fewer than min-train-sites={self.min_train_sites} (offline: {', '.join(offline) or 'none'})"
+            )
+        messages = list(super().configure_train(server_round, arrays, config, view))  # type: ignore[misc]
         self._sent["train"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        """Per-round validation on training sites only (external sites wait for the final model)."""
-        messages = list(super().configure_evaluate(server_round, arrays, config, self._train_view(grid)))  # type: ignore[misc]
+        """Per-round validation on the connected training sites, every ``validate_every`` rounds (0: never).
+
+        External sites wait for the final model, which every site evaluates whatever this setting.
+        """
+        server_round += self.round_offset
+        if self.validate_every < 1 or server_round % self.validate_every:
+            self._sent["evaluate"] = []
+            return []
+        view = self._connected_train_sites(grid, 1)
+        if view is None:
+            logger.warning("round %d: no training site connected; validation skipped", server_round)
+            self._sent["evaluate"] = []
+            return []
+        messages = list(super().configure_evaluate(server_round, arrays, config, view))  # type: ignore[misc]
         self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Reject bad updates, then FedAvg's weighted mean cast back to the global dtypes, recorded per site."""
+        server_round += self.round_offset
         replies = list(replies)
         rejected = self._reject_bad_updates(replies)
         accepted = [r for r in replies if r.metadata.src_node_id not in rejected]
-        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
-        if arrays is not None and self._template is not None:
-            arrays = restore_dtypes(arrays, self._template)
         per_site, missing = self._by_site(accepted, self._sent["train"])
         for node, reason in rejected.items():
             missing[self._name(node)] = f"update rejected: {reason}"
             logger.warning("round %d: update of site %s rejected: %s", server_round, self._name(node), reason)
+        if len(per_site) < self.min_train_sites:
+            if self.observer is not None:
+                self.observer.trained(server_round, None, per_site, missing)
+            absent = "; ".join(f"{site}: {reason}" for site, reason in sorted(missing.items()))
+            raise TooFewSitesError(
+                f"round {server_round}: {len(per_site)} usable update(s), fewer than min-train-sites={self.min_train_sites} ({absent})"
+            )
+        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        if arrays is not None and self._template is not None:
+            arrays = restore_dtypes(arrays, self._template)
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Record each site's validation metrics; return the case-weighted mean of the rates (for the log)."""
+        server_round += self.round_offset
         replies = list(replies)
         per_site, missing = self._by_site(replies, self._sent["evaluate"])
         if self.observer is not None:
@@ -133,9 +193,12 @@ class SiteAwareMixin:
                 missing[name] = f"error: {msg.error.reason}"
             else:
                 per_site[name] = next(iter(msg.content.metric_records.values()))
+        connected = set(self._grid.get_node_ids()) if self._grid is not None else set(sent)
         for node in sent:
             if node not in answered:
-                missing[self._name(node)] = "no reply before the round timeout"
+                missing[self._name(node)] = (
+                    "no reply before the round timeout" if node in connected else "no reply: the site went offline during the round"
+                )
         return per_site, missing
 
 
@@ -143,10 +206,18 @@ class SiteFedAvg(SiteAwareMixin, FedAvg):
     """FedAvg over enrolled training sites, weighted by their training cases."""
 
     def __init__(
-        self, sites: dict[int, NodeSite], observer: RoundObserver | None = None, min_train_sites: int = 2, max_update_norm_ratio: float = 10.0
+        self,
+        sites: dict[int, NodeSite],
+        observer: RoundObserver | None = None,
+        min_train_sites: int = 2,
+        max_update_norm_ratio: float = 10.0,
+        wait_timeout: float = 3600.0,
+        round_offset: int = 0,
+        validate_every: int = 1,
     ) -> None:
-        FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=min_train_sites, min_available_nodes=min_train_sites)
-        self._init_sites(sites, observer, max_update_norm_ratio)
+        # Flower's own waits are satisfied by the hooks' bounded waits (min_available_nodes=1).
+        FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1)
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every)
 
 
 class SiteFedProx(SiteAwareMixin, FedProx):
@@ -159,15 +230,12 @@ class SiteFedProx(SiteAwareMixin, FedProx):
         min_train_sites: int = 2,
         proximal_mu: float = 0.01,
         max_update_norm_ratio: float = 10.0,
+        wait_timeout: float = 3600.0,
+        round_offset: int = 0,
+        validate_every: int = 1,
     ) -> None:
-        FedProx.__init__(
-            self,
-            min_train_nodes=min_train_sites,
-            min_evaluate_nodes=min_train_sites,
-            min_available_nodes=min_train_sites,
-            proximal_mu=proximal_mu,
-        )
-        self._init_sites(sites, observer, max_update_norm_ratio)
+        FedProx.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1, proximal_mu=proximal_mu)
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every)
 
 
 def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
@@ -189,10 +257,13 @@ def build_strategy(
     min_train_sites: int,
     proximal_mu: float,
     max_update_norm_ratio: float = 10.0,
+    wait_timeout: float = 3600.0,
+    round_offset: int = 0,
+    validate_every: int = 1,
 ) -> SiteFedAvg:
     """The run config's strategy by name."""
     if name == "fedprox":
-        return SiteFedProx(sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio)
+        return SiteFedProx(sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every)
     if name == "fedavg":
-        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio)
+        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every)
     raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")

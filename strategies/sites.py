@@ -8,6 +8,10 @@ from typing import Any, Iterable
 from flwr.serverapp import Grid
 
 
+class TooFewSitesError(RuntimeError):
+    """Fewer training sites than ``min-train-sites`` are connected, or sent usable updates, in a round."""
+
+
 @dataclass(frozen=True)
 class NodeSite:
     """A node as it described itself at the handshake."""

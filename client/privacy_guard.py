@@ -1,0 +1,128 @@
+"""The site's outgoing boundary: every reply is checked against the privacy policy and logged.
+
+A Flower mod wraps the ClientApp, so it sees each reply exactly as Flower will send it. The
+policy (DESIGN.md, "what may leave a site"):
+
+- model arrays only in answer to a training message, with exactly the keys, shapes and dtypes
+  of the global model the server sent;
+- metrics that are scalars, or lists whose length the protocol fixes (confidence intervals,
+  score histograms, the ROC band's grid) and never the number of cases; a site with
+  ``privacy.share_case_predictions: true`` may also send lists of any length;
+- the handshake's self-description (known keys only), strings without paths;
+- errors whose reason holds no path.
+
+A reply that breaks the policy is replaced by an error naming the rule, and is never sent. Every
+reply (kind, records, array shapes, every metric value) is appended to
+``<output_dir>/audit/outgoing.jsonl``, so the hospital can see what left it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from client.site_config import SiteConfig
+from evaluation.roc_band import ROC_GRID
+from evaluation.thresholds import HIST_BINS
+
+logger = logging.getLogger("axilla.client")
+
+POLICY_VIOLATION = 4002  # Error.code of a reply withheld by the privacy guard
+FIXED_LENGTHS = frozenset({2, HIST_BINS, len(ROC_GRID)})  # CIs, score histograms, the ROC band's FPR grid
+HANDSHAKE_KEYS = frozenset(
+    {"site", "role", "fingerprint", "version", "share-case-predictions"}
+    | {f"n-{split}-{c}" for split in ("train", "val", "test") for c in ("pos", "neg")}
+)
+
+
+def _has_path(text: str) -> bool:
+    return "/" in text or "\\" in text
+
+
+def _array_signature(record: ArrayRecord) -> dict[str, tuple[str, tuple[int, ...]]]:
+    return {key: (str(a.dtype), tuple(a.shape)) for key, a in record.items()}
+
+
+def policy_violations(incoming: Message, reply: Message, share_case_predictions: bool = False) -> list[str]:
+    """Every way ``reply`` (to ``incoming``) breaks the privacy policy; empty when it may leave."""
+    if reply.has_error():
+        return ["error reason contains a path"] if _has_path(str(reply.error.reason)) else []
+    kind = incoming.metadata.message_type
+    sent_arrays = [r for r in incoming.content.values() if isinstance(r, ArrayRecord)] if incoming.has_content() else []
+    problems: list[str] = []
+    for name, record in reply.content.items():
+        if isinstance(record, ArrayRecord):
+            if kind != "train":
+                problems.append(f"'{name}': model arrays in the reply to a {kind} message")
+            elif len(sent_arrays) != 1 or _array_signature(record) != _array_signature(sent_arrays[0]):
+                problems.append(f"'{name}': arrays differ in keys, shapes or dtypes from the global model received")
+        elif isinstance(record, MetricRecord):
+            for key, value in record.items():
+                if isinstance(value, list):
+                    if not all(isinstance(x, (int, float)) for x in value):
+                        problems.append(f"metric '{key}' holds non-numbers")
+                    elif len(value) not in FIXED_LENGTHS and not share_case_predictions:
+                        problems.append(f"metric '{key}' is a list of {len(value)} values (per-case values need the site's opt-in)")
+                elif not isinstance(value, (int, float)):
+                    problems.append(f"metric '{key}' is not a number")
+        elif isinstance(record, ConfigRecord) and kind == "query":
+            for key, value in record.items():
+                if key not in HANDSHAKE_KEYS:
+                    problems.append(f"handshake key '{key}' is not part of the protocol")
+                elif isinstance(value, str) and _has_path(value):
+                    problems.append(f"handshake '{key}' contains a path")
+        else:
+            problems.append(f"'{name}': a {type(record).__name__} may not leave the site in the reply to a {kind} message")
+    return problems
+
+
+def summarize(reply: Message) -> dict[str, Any]:
+    """What a reply holds, as the audit log stores it: array shapes (not values), every metric and config value."""
+    out: dict[str, Any] = {"kind": reply.metadata.message_type, "run": reply.metadata.run_id}
+    if reply.has_error():
+        out["error"] = {"code": reply.error.code, "reason": str(reply.error.reason)}
+        return out
+    records: dict[str, Any] = {}
+    for name, record in reply.content.items():
+        if isinstance(record, ArrayRecord):
+            records[name] = {"type": "arrays", "arrays": {k: [d, list(s)] for k, (d, s) in _array_signature(record).items()}}
+        elif isinstance(record, (MetricRecord, ConfigRecord)):
+            records[name] = {"type": "metrics" if isinstance(record, MetricRecord) else "config", "values": dict(record)}
+        else:
+            records[name] = {"type": type(record).__name__}
+    out["records"] = records
+    return out
+
+
+def audit_path(output_dir: Path) -> Path:
+    """Where a site's outgoing-message log lives."""
+    return output_dir / "audit" / "outgoing.jsonl"
+
+
+def privacy_guard(site_of: Callable[[Message, Context], SiteConfig | None]) -> Mod:
+    """A ClientApp mod enforcing the policy and logging every reply under the site's ``output_dir``."""
+
+    def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        reply = call_next(message, context)
+        site = site_of(message, context)
+        share = bool(site and site.privacy.share_case_predictions)
+        problems = policy_violations(message, reply, share)
+        entry = summarize(reply) | {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocked": problems}
+        if problems:
+            logger.error("reply withheld by the privacy guard: %s", "; ".join(problems))
+            reply = Message(Error(code=POLICY_VIOLATION, reason="reply withheld by the site's privacy guard: " + "; ".join(problems)), reply_to=message)
+        if site is not None:
+            path = audit_path(site.output_dir)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, default=str) + "\n")
+        return reply
+
+    return mod

@@ -1,0 +1,83 @@
+"""The privacy guard: replies breaking the policy are withheld, and every reply is logged at the site."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app.metadata import Metadata
+
+from client.app import app as client_app
+from client.privacy_guard import POLICY_VIOLATION, audit_path, privacy_guard
+from client.site_config import load_site_config
+from models.run_config import RunConfig
+from tests.conftest import make_site
+
+
+def _incoming(kind: str, content: RecordDict) -> Message:
+    meta = Metadata(
+        run_id=1, message_id="m1", src_node_id=0, dst_node_id=7, reply_to_message_id="", group_id="1",
+        created_at=0.0, ttl=60.0, message_type=kind,
+    )
+    return Message(metadata=meta, content=content)
+
+
+def _model() -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.zeros((3, 2), np.float32)), "n": Array(np.zeros((), np.int64))})
+
+
+def _guarded(site_yaml: Path, kind: str, reply_content: RecordDict) -> tuple[Message, list[dict]]:
+    """Pass one message through the guard around a handler that answers ``reply_content``."""
+    site = load_site_config(site_yaml)
+    incoming = _incoming(kind, RecordDict({"arrays": _model(), "config": ConfigRecord({})}))
+    context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
+    reply = privacy_guard(lambda m, c: site)(incoming, context, lambda m, c: Message(reply_content, reply_to=m))
+    log = [json.loads(l) for l in audit_path(site.output_dir).read_text().splitlines()]
+    return reply, log
+
+
+def test_a_model_update_and_scalar_metrics_leave_and_are_logged_without_values(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    arrays = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64))})
+    reply, log = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": arrays, "metrics": MetricRecord({"loss": 0.5, "auc-ci": [0.4, 0.9]})}))
+    assert not reply.has_error()
+    assert log[0]["blocked"] == [] and log[0]["records"]["arrays"]["arrays"]["w"] == ["float32", [3, 2]]
+    assert log[0]["records"]["metrics"]["values"] == {"loss": 0.5, "auc-ci": [0.4, 0.9]}
+
+
+def test_per_case_scores_are_withheld_unless_the_site_opts_in(tmp_path: Path) -> None:
+    per_case = RecordDict({"metrics": MetricRecord({"scores": [0.1, 0.7, 0.3, 0.9, 0.2]})})
+    reply, log = _guarded(make_site(tmp_path, "a", n=6), MessageType.EVALUATE, per_case)
+    assert reply.has_error() and reply.error.code == POLICY_VIOLATION
+    assert "metric 'scores' is a list of 5 values" in reply.error.reason and log[0]["blocked"]
+    opted_in = make_site(tmp_path, "b", n=6, extra_yaml="privacy:\n  share_case_predictions: true\n")
+    reply, log = _guarded(opted_in, MessageType.EVALUATE, per_case)
+    assert not reply.has_error() and log[0]["blocked"] == []
+
+
+def test_arrays_outside_training_or_unlike_the_global_model_are_withheld(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"arrays": _model()}))
+    assert reply.has_error() and "model arrays in the reply to a evaluate message" in reply.error.reason
+    extra = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64)), "x": Array(np.ones(4, np.float32))})
+    reply, _ = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": extra}))
+    assert reply.has_error() and "differ in keys, shapes or dtypes" in reply.error.reason
+
+
+def test_handshake_strings_with_paths_or_unknown_keys_are_withheld(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    reply, _ = _guarded(site, MessageType.QUERY, RecordDict({"site": ConfigRecord({"site": "a", "manifest": "/data/a.csv"})}))
+    assert reply.has_error() and "handshake key 'manifest'" in reply.error.reason
+    reply, _ = _guarded(site, MessageType.QUERY, RecordDict({"site": ConfigRecord({"site": "/data/a"})}))
+    assert reply.has_error() and "handshake 'site' contains a path" in reply.error.reason
+
+
+def test_the_client_app_logs_its_real_replies(tmp_path: Path) -> None:
+    site_yaml = make_site(tmp_path, "a", n=8)
+    context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
+    reply = client_app(_incoming(MessageType.QUERY, RecordDict({"config": ConfigRecord(RunConfig(image_size=32).to_mapping())})), context)
+    assert not reply.has_error()
+    log = [json.loads(l) for l in audit_path(load_site_config(site_yaml).output_dir).read_text().splitlines()]
+    assert log[-1]["kind"] == "query" and log[-1]["records"]["site"]["values"]["site"] == "a"
