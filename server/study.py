@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -127,8 +127,36 @@ def init_study(root: Path, hosts: list[str], name: str = "axilla study", days: i
     return study
 
 
+def import_tls(root: Path, ca_cert: Path, server_cert: Path, server_key: Path) -> Study:
+    """Take an institution's existing TLS material instead of a new CA (no CA key is kept then)."""
+    study = Study(Path(root))
+    if study.ca_cert.exists():
+        raise StudyError(f"{study.ca_cert}: a study already exists here")
+    try:
+        ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+        cert = x509.load_pem_x509_certificate(server_cert.read_bytes())
+        key = serialization.load_pem_private_key(server_key.read_bytes(), None)
+    except (OSError, ValueError, TypeError) as err:
+        raise StudyError(f"cannot read the TLS material ({ca_cert}, {server_cert}, {server_key}): {err}") from err
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as err:
+        raise StudyError(f"{server_cert}: not issued by {ca_cert}") from err
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise StudyError(f"{server_key}: does not belong to {server_cert}")
+    study.root.mkdir(parents=True, exist_ok=True)
+    study.ca_cert.write_bytes(ca_cert.read_bytes())
+    study.server_cert.write_bytes(server_cert.read_bytes())
+    _write_private(study.server_key, server_key.read_bytes())
+    study.enrolled_dir.mkdir(exist_ok=True)
+    return study
+
+
 def issue_server_cert(study: Study, hosts: list[str], days: int = 825) -> Path:
     """(Re)issue the SuperLink's TLS certificate for ``hosts``, signed by the study CA."""
+    if not study.ca_key.exists():
+        raise StudyError(f"{study.ca_key}: missing; this study uses imported TLS material, so reissue the certificate with its own CA")
     ca = x509.load_pem_x509_certificate(study.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(study.ca_key.read_bytes(), None)
     now = datetime.datetime.now(datetime.timezone.utc)

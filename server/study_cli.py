@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from server.study import Study, StudyError, add_site, enrolled_sites, init_study, issue_server_cert, remove_site
+from server.study import Study, StudyError, add_site, enrolled_sites, import_tls, init_study, issue_server_cert, remove_site
 
 
 def _instructions(study: Study, site: str, outbox: Path, superlink: str) -> str:
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     init = sub.add_parser("init", help="create the study CA and the SuperLink certificate")
     init.add_argument("--host", action="append", default=[], help="a name or IP hospitals use to reach the SuperLink (repeatable)")
     init.add_argument("--days", type=int, default=825, help="certificate validity")
+    imp = sub.add_parser("import-tls", help="take existing TLS material (an institution's CA and server certificate) instead of init")
+    imp.add_argument("--ca-cert", type=Path, required=True)
+    imp.add_argument("--server-cert", type=Path, required=True, help="must be valid for the names hospitals use and for 127.0.0.1")
+    imp.add_argument("--server-key", type=Path, required=True)
     cert = sub.add_parser("server-cert", help="reissue the SuperLink certificate (e.g. for a new host name)")
     cert.add_argument("--host", action="append", default=[], help="a name or IP (repeatable)")
     add = sub.add_parser("add-site", help="enrol a hospital: issue its key pair, or take its public key")
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"study created in {study.root}; send {study.ca_cert} to every hospital")
             if not args.host:
                 print("note: no --host given, so hospitals can reach this SuperLink only as localhost (loopback tests)")
+        elif args.command == "import-tls":
+            import_tls(study.root, args.ca_cert, args.server_cert, args.server_key)
+            print(f"study created in {study.root} with the given TLS material; send {study.ca_cert} to every hospital")
         elif args.command == "server-cert":
             study.check()
             issue_server_cert(study, _with_loopback(args.host))

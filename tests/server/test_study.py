@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.study import Study, StudyError, add_site, enrolled_sites, generate_site_keys, init_study, issue_server_cert, remove_site
+from server.study import Study, StudyError, add_site, enrolled_sites, generate_site_keys, import_tls, init_study, issue_server_cert, remove_site
 from server.study_cli import main as study_main
 
 
@@ -90,3 +90,18 @@ def test_cli_prints_what_to_send_and_the_hospitals_command(tmp_path: Path, capsy
     assert "axilla-study init" in capsys.readouterr().err
     sans = x509.load_pem_x509_certificate(Study(tmp_path / "s").server_cert.read_bytes()).extensions
     assert "localhost" in sans.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def test_existing_tls_material_is_taken_after_checking_it_belongs_together(tmp_path: Path) -> None:
+    source = init_study(tmp_path / "institution", ["coord.example.org", "127.0.0.1"])
+    other = init_study(tmp_path / "other", ["x"])
+    study = import_tls(tmp_path / "s", source.ca_cert, source.server_cert, source.server_key)
+    assert study.server_cert.read_bytes() == source.server_cert.read_bytes() and not study.ca_key.exists()
+    assert stat.S_IMODE(study.server_key.stat().st_mode) == 0o600
+    add_site(study, "hospital_a")  # enrolment needs no CA key
+    with pytest.raises(StudyError, match="not issued by"):
+        import_tls(tmp_path / "s2", other.ca_cert, source.server_cert, source.server_key)
+    with pytest.raises(StudyError, match="does not belong to"):
+        import_tls(tmp_path / "s3", source.ca_cert, source.server_cert, other.server_key)
+    with pytest.raises(StudyError, match="imported TLS material"):
+        issue_server_cert(study, ["y"])
