@@ -15,8 +15,13 @@ app = ServerApp()
 
 
 def log_through_flower() -> None:
-    """Send axilla's log records to Flower's handlers, so they reach ``flwr run --stream`` and ``flwr log``."""
+    """Send axilla's log records to Flower's handlers, so they reach ``flwr run --stream`` and ``flwr log``.
+
+    Left alone when the caller already gave the ``axilla`` logger a handler (``axilla-simulate``).
+    """
     axilla = logging.getLogger("axilla")
+    if axilla.handlers:
+        return
     for handler in FLOWER_LOGGER.handlers:
         if handler not in axilla.handlers:
             axilla.addHandler(handler)
