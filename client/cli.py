@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from client.data import load_site_data, site_summary
 from client.errors import SiteDataError
 from client.site_config import load_site_config
 from models.run_config import RunConfig
+from server.study import StudyError, generate_site_keys
+from server.superlink import executable, with_own_bin_on_path
 
 SUPERLINK_UNREACHABLE = 305  # Flower's exit code for a SuperNode that cannot activate at the SuperLink
 FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
@@ -31,8 +32,7 @@ def check_site(site_config: Path, image_size: int) -> str:
 
 def supernode_command(args: argparse.Namespace) -> list[str]:
     """The ``flower-supernode`` command line for this site."""
-    exe = shutil.which("flower-supernode") or "flower-supernode"
-    cmd = [exe, "--superlink", args.superlink, "--node-config", f"site-config='{args.site.resolve()}'", "--port", str(args.local_port)]
+    cmd = [executable("flower-supernode"), "--superlink", args.superlink, "--node-config", f"site-config='{args.site.resolve()}'", "--port", str(args.local_port)]
     if args.insecure:
         cmd.append("--insecure")
     else:
@@ -44,8 +44,6 @@ def supernode_command(args: argparse.Namespace) -> list[str]:
 
 def generate_key(path: Path) -> int:
     """Write this site's key pair; the public half is what the coordinator enrols."""
-    from server.study import StudyError, generate_site_keys
-
     try:
         public = generate_site_keys(path)
     except StudyError as err:
@@ -104,7 +102,7 @@ def run_supernode(cmd: list[str], max_delay: float = 60.0) -> int:
     delay = 2.0
     while True:
         print("starting:", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=_supernode_env())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=os.environ | {"PATH": with_own_bin_on_path()})
         codes: list[int] = []
         # A reader thread: the SuperNode's SuperExec child may hold the pipe a little after the SuperNode exits.
         reader = threading.Thread(target=_relay, args=(proc, codes), daemon=True)
@@ -124,11 +122,6 @@ def run_supernode(cmd: list[str], max_delay: float = 60.0) -> int:
         print(f"axilla-client: the SuperLink refused this site or is unreachable (Flower exit code {SUPERLINK_UNREACHABLE}); retrying in {delay:.0f} s", flush=True)
         time.sleep(delay)
         delay = min(2 * delay, max_delay)
-
-
-def _supernode_env() -> dict[str, str]:
-    """PATH with this Python's script folder first: the SuperNode starts flower-superexec and flwr-clientapp by name."""
-    return os.environ | {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
 
 def _relay(proc: subprocess.Popen[str], codes: list[int]) -> None:

@@ -6,6 +6,9 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomli_w
+
 from models.run_config import RunConfig, Scalar
 from server.run_dir import new_run_id
 from server.superlink import CONNECTION, SuperLinkSettings, executable, flwr_env, start_superlink, stop_process, sync_enrolment
@@ -52,12 +55,8 @@ def submission(overrides: dict[str, Scalar], runs_dir: Path, n_enrolled: int, re
 
 def write_run_config(cfg: RunConfig, path: Path) -> Path:
     """The submission as a TOML file for ``flwr run --run-config``."""
-    lines = []
-    for key, value in cfg.to_mapping().items():
-        text = json.dumps(value) if isinstance(value, str) else ("true" if value is True else "false" if value is False else repr(value))
-        lines.append(f"{key} = {text}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(tomli_w.dumps(cfg.to_mapping()), encoding="utf-8")
     return path
 
 

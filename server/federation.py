@@ -13,12 +13,12 @@ from evaluation.pooling import at_threshold
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.task import get_task
-from server.handshake import handshake, wait_for_nodes
+from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
 from server.run_dir import RunDirectory, new_run_id
 from strategies.site_aware import build_strategy
-from strategies.sites import NodeSite, TooFewSitesError
+from strategies.sites import NodeSite, TooFewSitesError, wait_for_nodes
 
 logger = logging.getLogger("axilla.server")
 
@@ -53,8 +53,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     try:
         final = _train(grid, cfg, sites, excluded, run_dir, start)
     except TooFewSitesError as err:
-        run_dir.write_stopped(str(err))
-        last = run_dir.last_round()
+        last = run_dir.write_stopped(str(err))
         after = (
             f"checkpoints up to round {last} are kept in {run_dir.path}; continue it with `axilla-server --resume {run_dir.path}`"
             if last >= 0

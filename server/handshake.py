@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -11,14 +10,6 @@ from flwr.serverapp import Grid
 from strategies.sites import NodeSite
 
 logger = logging.getLogger("axilla.server")
-
-
-def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
-    """Wait until ``count`` nodes are connected (or the timeout passes); return the node ids."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return nodes
 
 
 def handshake(grid: Grid, node_ids: list[int], run_config: dict, timeout: float) -> tuple[dict[int, NodeSite], dict[str, str]]:

@@ -111,10 +111,12 @@ class RunDirectory:
         )
         path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
 
-    def write_stopped(self, reason: str) -> None:
-        """Record why the run stopped early (stopped.json) and the last round it completed."""
-        payload = {"reason": reason, "last_complete_round": self.last_round(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    def write_stopped(self, reason: str) -> int:
+        """Record why the run stopped early (stopped.json) and the last round it completed; return that round."""
+        last = self.last_round()
+        payload = {"reason": reason, "last_complete_round": last, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (self.path / "stopped.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        return last
 
     def record(self, round_: int | str, model: str, site: str, split: str, metrics: Mapping[str, Any] | None, reason: str = "") -> None:
         """Append one (round, model, site, split) line to metrics.jsonl; ``metrics=None`` marks a missing site."""

@@ -118,8 +118,8 @@ def start_superlink(settings: SuperLinkSettings, ready_timeout: float = 60.0) ->
             ("the SuperLink", superlink_command(settings), settings.internal_port),
             ("the gateway", gateway_command(settings), settings.port),
         ):
-            log = settings.log_file.open("ab")
-            started.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=flwr_env(settings)))
+            with settings.log_file.open("ab") as log:  # the child keeps its own handle
+                started.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=flwr_env(settings)))
             _wait_listening(started[-1], name, port, ready_timeout, settings.log_file)
     except BaseException:
         for proc in reversed(started):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -13,7 +12,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from strategies.sites import NodeSite, NodeSubset, TooFewSitesError
+from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
 from strategies.update_checks import check_arrays, norm_outliers, update_norm
 
 logger = logging.getLogger("axilla.server")
@@ -77,12 +76,7 @@ class SiteAwareMixin:
     def _connected_train_sites(self, grid: Grid, needed: int) -> NodeSubset | None:
         """The training sites' view once ``needed`` of them are connected; None after ``wait_timeout``."""
         view = self._train_view(grid)
-        deadline = time.monotonic() + self.wait_timeout
-        while len(view.get_node_ids()) < needed:
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(1.0)
-        return view
+        return view if len(wait_for_nodes(view, needed, self.wait_timeout)) >= needed else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Sample only training sites, once at least ``min-train-sites`` of them are connected."""

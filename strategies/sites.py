@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -32,6 +33,14 @@ class NodeSite:
     def n_train(self) -> int:
         """Training cases (the FedAvg weight)."""
         return sum(self.counts.get("train", {}).values())
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """Wait until ``count`` nodes are connected (or the timeout passes); return the connected node ids."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return nodes
 
 
 class NodeSubset:
