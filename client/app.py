@@ -12,8 +12,9 @@ from flwr.clientapp import ClientApp
 from client.data import SiteData, load_site_data, site_path_for_partition
 from client.errors import SiteDataError
 from client.privacy_guard import privacy_guard
-from client.site import describe_site, evaluate_split, model_for, train_round
+from client.site import describe_site, evaluate_split, explain, fused_segmenter, model_for, stage_data, train_round
 from client.site_config import SiteConfig, load_site_config
+from models.fusion import SEGMENTER_PREFIX
 from models.run_config import RunConfig
 
 logger = logging.getLogger("axilla.client")
@@ -50,10 +51,20 @@ def split_config(config: ConfigRecord) -> tuple[RunConfig, dict[str, Any]]:
     return RunConfig.from_mapping(run), extras
 
 
-def _open(message: Message, context: Context) -> tuple[SiteData, RunConfig, dict[str, Any]]:
-    """Parse the message config and load this node's site (cached after the first call)."""
+def segmenter_states(message: Message) -> dict[str, dict[str, Any]]:
+    """The segmenters a message carries, by name (empty when it carries none)."""
+    return {
+        name[len(SEGMENTER_PREFIX):]: record.to_torch_state_dict()
+        for name, record in message.content.array_records.items()
+        if name.startswith(SEGMENTER_PREFIX)
+    }
+
+
+def _open(message: Message, context: Context, stage: bool = True) -> tuple[SiteData, RunConfig, dict[str, Any]]:
+    """Parse the message config and load this node's site: the task's inputs, or (``stage=False``) its images."""
     cfg, extras = split_config(message.content["config"])
-    data = load_site_data(load_site_config(site_config_path(context, cfg.to_mapping())), cfg.image_size)
+    config = load_site_config(site_config_path(context, cfg.to_mapping()))
+    data = stage_data(config, cfg, segmenter_states(message)) if stage else load_site_data(config, cfg.image_size)
     return data, cfg, extras
 
 
@@ -67,7 +78,7 @@ def _refuse(message: Message, err: SiteDataError) -> Message:
 def query(message: Message, context: Context) -> Message:
     """Handshake: describe this site."""
     try:
-        data, _, _ = _open(message, context)
+        data, _, _ = _open(message, context, stage=False)
     except SiteDataError as err:
         return _refuse(message, err)
     return Message(RecordDict({"site": ConfigRecord(describe_site(data))}), reply_to=message)
@@ -85,7 +96,12 @@ def train(message: Message, context: Context) -> Message:
     state = message.content["arrays"].to_torch_state_dict()
     # Only FedProx puts "proximal-mu" in a training message; the run config's value never rides along.
     proximal_mu = float(message.content["config"].get("proximal-mu", 0.0))
-    new_state, metrics = train_round(data, state, cfg, int(extras.get("server-round", 0)), proximal_mu)
+    try:
+        new_state, metrics = train_round(
+            data, state, cfg, int(extras.get("server-round", 0)), proximal_mu, int(extras.get("stage-offset", 0))
+        )
+    except SiteDataError as err:
+        return _refuse(message, err)
     return Message(
         RecordDict({"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}), reply_to=message
     )
@@ -96,8 +112,15 @@ def evaluate(message: Message, context: Context) -> Message:
     """Evaluate the received model on the requested split at the requested threshold."""
     try:
         data, cfg, extras = _open(message, context)
+        fusion = str(extras.get("fusion", ""))
+        if fusion:
+            model = fused_segmenter(cfg, segmenter_states(message), fusion)
+        else:
+            model = model_for(cfg, message.content["arrays"].to_torch_state_dict())
     except SiteDataError as err:
         return _refuse(message, err)
-    model = model_for(cfg, message.content["arrays"].to_torch_state_dict())
-    metrics = evaluate_split(data, model, cfg, str(extras.get("split", "val")), float(extras.get("threshold", 0.5)))
+    split = str(extras.get("split", "val"))
+    metrics = evaluate_split(data, model, cfg, split, float(extras.get("threshold", 0.5)))
+    if extras.get("grad-cam"):
+        metrics["grad-cam-written"] = explain(data, model, cfg, split, str(extras["grad-cam"]))
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

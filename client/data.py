@@ -10,29 +10,48 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import ArrayDataset
+from monai.data import Dataset
 from torch.utils.data import DataLoader
 
 from client.errors import SiteDataError
-from client.images import read_image
+from client.images import read_image, read_mask
 from client.manifest import Case, read_manifest
 from client.site_config import SiteConfig
 from client.splits import assign_splits, check_training_split
-from client.transforms import augment, crop_image, preprocess
+from client.transforms import augment, crop_image, preprocess, preprocess_mask
 
 logger = logging.getLogger("axilla.client")
 
 
 @dataclass
 class SplitData:
-    """The preprocessed images (N, 1, S, S) and labels (N,) of one split."""
+    """One split's preprocessed images (N, 1, S, S), labels (N,) and lesion masks (N, 1, S, S).
+
+    ``has_mask`` (N,) tells which cases have a manifest mask (the others' masks are zeros);
+    ``cases`` are the manifest rows, kept at the site to re-read images (lesion crops).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     scanners: list[str] = field(default_factory=list)
+    masks: torch.Tensor | None = None
+    has_mask: torch.Tensor | None = None
+    cases: list[Case] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n, size = len(self), self.images.shape[-1]
+        if self.masks is None:
+            self.masks = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+        if self.has_mask is None:
+            self.has_mask = torch.zeros(n, dtype=torch.bool)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def rows_without_mask(self) -> list[int]:
+        """Manifest rows of the cases that have no lesion mask."""
+        assert self.has_mask is not None
+        return [c.row for c, has in zip(self.cases, self.has_mask.tolist()) if not has]
 
 
 @dataclass
@@ -44,6 +63,7 @@ class SiteData:
     splits: dict[str, SplitData]
     image_shapes: Counter[tuple[int, int]]
     fingerprint: str
+    crops_without_lesion: dict[str, int] = field(default_factory=dict)  # lesion crops: per split, images with no lesion found (kept whole)
 
     def counts(self) -> dict[str, dict[int, int]]:
         """Cases per split and label."""
@@ -51,14 +71,29 @@ class SiteData:
             name: {lbl: int((s.labels == lbl).sum()) for lbl in (0, 1)} for name, s in self.splits.items()
         }
 
+    def require_masks(self, split: str) -> None:
+        """Fail, naming the manifest rows, if any case of ``split`` has no lesion mask."""
+        missing = self.splits[split].rows_without_mask()
+        if missing:
+            rows = ", ".join(str(r) for r in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise SiteDataError(
+                f"manifest {self.config.data.manifest}: this task trains on lesion masks, but {len(missing)} {split} case(s) "
+                f"have none (rows {rows}); fill their 'mask' column",
+                f"{len(missing)} {split} case(s) without a lesion mask",
+            )
+
     def loader(self, split: str, train: bool, seed: int = 0) -> DataLoader:
-        """A DataLoader over one split; training loaders shuffle and augment."""
+        """A DataLoader of case dicts (image, label, mask, has_mask); training loaders shuffle and augment."""
         data = self.splits[split]
-        dataset = ArrayDataset(
-            img=list(data.images), img_transform=augment(self.image_size) if train else None, labels=data.labels.tolist()
-        )
-        if train:
-            dataset.set_random_state(seed)
+        assert data.masks is not None and data.has_mask is not None
+        items = [
+            {"image": data.images[i], "label": data.labels[i], "mask": data.masks[i], "has_mask": data.has_mask[i]}
+            for i in range(len(data))
+        ]
+        transform = augment(self.image_size) if train else None
+        if transform is not None:
+            transform.set_random_state(seed)
+        dataset = Dataset(items, transform=transform)
         return DataLoader(
             dataset,
             batch_size=self.config.compute.batch_size,
@@ -86,23 +121,29 @@ def _load(config: SiteConfig, image_size: int) -> SiteData:
     splits = assign_splits(cases, config.role, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
     if config.trains:
         check_training_split(cases, splits, str(config.data.manifest))
-    prep = preprocess(image_size)
+    prep, prep_mask = preprocess(image_size), preprocess_mask(image_size)
     shapes: Counter[tuple[int, int]] = Counter()
     digest = hashlib.sha256()
-    by_split: dict[str, list[tuple[torch.Tensor, int, str]]] = {s: [] for s in ("train", "val", "test")}
+    by_split: dict[str, list[tuple[torch.Tensor, torch.Tensor | None, Case]]] = {s: [] for s in ("train", "val", "test")}
     for case in cases:
-        pixels = _read_case(case)
-        shapes[pixels.shape] += 1
-        cropped, _ = crop_image(pixels, config.data.crop)
-        tensor = torch.as_tensor(prep(torch.as_tensor(cropped[None])), dtype=torch.float32)
-        by_split[splits[case.case_id]].append((tensor, case.label, case.scanner))
+        pixels, mask, shape = read_case(case, config.data.crop)
+        shapes[shape] += 1
+        tensor = torch.as_tensor(prep(torch.as_tensor(pixels[None])), dtype=torch.float32)
+        small = None if mask is None else torch.as_tensor(prep_mask(torch.as_tensor(mask[None], dtype=torch.float32)) > 0.5).to(torch.uint8)
+        by_split[splits[case.case_id]].append((tensor, small, case))
         digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode())
         digest.update(tensor.numpy().tobytes())
+        if small is not None:
+            digest.update(small.numpy().tobytes())
+    empty = torch.zeros(1, image_size, image_size, dtype=torch.uint8)
     out = {
         name: SplitData(
             images=torch.stack([t for t, _, _ in items]) if items else torch.empty(0, 1, image_size, image_size),
-            labels=torch.tensor([y for _, y, _ in items], dtype=torch.long),
-            scanners=[s for _, _, s in items],
+            labels=torch.tensor([c.label for _, _, c in items], dtype=torch.long),
+            scanners=[c.scanner for _, _, c in items],
+            masks=torch.stack([empty if m is None else m for _, m, _ in items]) if items else None,
+            has_mask=torch.tensor([m is not None for _, m, _ in items], dtype=torch.bool),
+            cases=[c for _, _, c in items],
         )
         for name, items in by_split.items()
     }
@@ -110,13 +151,19 @@ def _load(config: SiteConfig, image_size: int) -> SiteData:
     return SiteData(config, image_size, out, shapes, digest.hexdigest()[:16])
 
 
-def _read_case(case: Case) -> np.ndarray:
-    """Read one case's image, adding the manifest row to any error."""
+def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """One case's image and lesion mask (if any) after the site's UI crop, and the stored image's shape.
+
+    Any error names the manifest row.
+    """
     assert case.image is not None
     try:
-        return read_image(case.image)
+        pixels = read_image(case.image)
+        mask = None if case.mask is None else read_mask(case.mask, pixels.shape)
     except SiteDataError as err:
         raise SiteDataError(f"manifest row {case.row} (case {case.case_id}): {err}", f"manifest row {case.row}: {err.public}") from err
+    cropped, cropped_mask = crop_image(pixels, crop, mask)
+    return cropped, cropped_mask, pixels.shape
 
 
 def clear_cache() -> None:
@@ -162,6 +209,9 @@ def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:
             images=torch.cat([s.splits[split].images for s in sites]),
             labels=torch.cat([s.splits[split].labels for s in sites]),
             scanners=[sc for s in sites for sc in s.splits[split].scanners],
+            masks=torch.cat([s.splits[split].masks for s in sites]),  # type: ignore[misc]
+            has_mask=torch.cat([s.splits[split].has_mask for s in sites]),  # type: ignore[misc]
+            cases=[c for s in sites for c in s.splits[split].cases],
         )
         for split in ("train", "val", "test")
     }

@@ -4,7 +4,8 @@ A Flower mod wraps the ClientApp, so it sees each reply exactly as Flower will s
 policy (DESIGN.md, "what may leave a site"):
 
 - model arrays only in answer to a training message, with exactly the keys, shapes and dtypes
-  of the global model the server sent;
+  of the global model the server sent (its ``arrays`` record; the segmenters a pipeline sends
+  along to crop with are never sent back);
 - metrics that are scalars, or lists whose length the protocol fixes (confidence intervals,
   score histograms, the ROC band's grid) and never the number of cases; a site with
   ``privacy.share_case_predictions: true`` may also send lists of any length;
@@ -55,13 +56,14 @@ def policy_violations(incoming: Message, reply: Message, share_case_predictions:
     if reply.has_error():
         return ["error reason contains a path"] if _has_path(str(reply.error.reason)) else []
     kind = incoming.metadata.message_type
-    sent_arrays = [r for r in incoming.content.values() if isinstance(r, ArrayRecord)] if incoming.has_content() else []
+    sent = incoming.content.array_records if incoming.has_content() else {}
+    model = sent.get("arrays") if "arrays" in sent or len(sent) != 1 else next(iter(sent.values()))
     problems: list[str] = []
     for name, record in reply.content.items():
         if isinstance(record, ArrayRecord):
             if kind != "train":
                 problems.append(f"'{name}': model arrays in the reply to a {kind} message")
-            elif len(sent_arrays) != 1 or _array_signature(record) != _array_signature(sent_arrays[0]):
+            elif model is None or _array_signature(record) != _array_signature(model):
                 problems.append(f"'{name}': arrays differ in keys, shapes or dtypes from the global model received")
         elif isinstance(record, MetricRecord):
             for key, value in record.items():

@@ -1,23 +1,36 @@
-"""Plain site functions (no Flower): describe the site, train one round, evaluate a split."""
+"""Plain site functions (no Flower): describe the site, load a stage's inputs, train one round, evaluate a split."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from client.data import SiteData
-from client.training import make_optimizer, predict, resolve_device, train_epochs
+from client.data import SiteData, load_site_data
+from client.errors import SiteDataError
+from client.grad_cam import safe_name, write_grad_cams
+from client.lesion_data import lesion_site_data, state_digest
+from client.site_config import SiteConfig
+from client.training import Prediction, make_optimizer, predict, resolve_device, train_epochs
 from client.version import axilla_version
+from evaluation.classification import binary_metrics
 from evaluation.calibration import calibration_regression, hosmer_lemeshow
 from evaluation.delong import delong_test
 from evaluation.reclassification import idi, nri
 from evaluation.roc_band import roc_band
 from evaluation.thresholds import score_histograms
+from models.fusion import FusedSegmenter
 from models.run_config import RunConfig
-from models.task import get_task
+from models.segmentation_metrics import segmentation_scores, summarize
+from models.task import task_for
+
+logger = logging.getLogger("axilla.client")
+State = Mapping[str, torch.Tensor]
 
 Metrics = dict[str, Any]
 
@@ -37,21 +50,49 @@ def describe_site(data: SiteData) -> dict[str, Any]:
     return out
 
 
-def model_for(cfg: RunConfig, state: dict[str, torch.Tensor]) -> nn.Module:
+def model_for(cfg: RunConfig, state: State) -> nn.Module:
     """Build the run's network and load a state dict strictly."""
-    model = get_task(cfg.task).build_model(cfg)
+    model = task_for(cfg).build_model(cfg)
     model.load_state_dict(state, strict=True)
     return model
 
 
+def fused_segmenter(cfg: RunConfig, states: Mapping[str, State], rule: str) -> nn.Module:
+    """The ``segmenters`` of the run, loaded from ``states`` (by name) and fused by ``rule``."""
+    missing = [name for name in cfg.segmenter_list if name not in states]
+    if missing:
+        raise SiteDataError(f"the message carries no weights for segmenter(s) {', '.join(missing)}")
+    return FusedSegmenter([model_for(cfg.for_segmenter(name), states[name]) for name in cfg.segmenter_list], rule)
+
+
+def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, State] | None = None) -> SiteData:
+    """What the run's task trains and evaluates on at this site.
+
+    Whole images at the task's input size, or (``lesion-crop``) lesion crops cut with the
+    ground-truth masks or with the fused ``segmenters`` received from the server.
+    """
+    task = task_for(cfg)
+    if cfg.lesion_crop == "none" or task.needs_masks:
+        return load_site_data(config, task.input_size(cfg))
+    base = load_site_data(config, cfg.seg_image_size)
+    if cfg.lesion_crop == "mask":
+        return lesion_site_data(base, cfg)
+    states = dict(segmenters or {})
+    return lesion_site_data(base, cfg, fused_segmenter(cfg, states, cfg.seg_fusion), state_digest(states))
+
+
 def train_round(
-    data: SiteData, state: dict[str, torch.Tensor], cfg: RunConfig, server_round: int, proximal_mu: float = 0.0
+    data: SiteData, state: State, cfg: RunConfig, server_round: int, proximal_mu: float = 0.0, stage_offset: int = 0
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
     """Train the received global model locally for ``cfg.local_epochs`` epochs.
 
-    Returns the updated state dict and scalar metrics; ``num-examples`` counts training cases.
+    ``server_round`` (numbered across a pipeline's stages) seeds the round; the learning-rate
+    schedule restarts with each stage (``server_round - stage_offset``). Returns the updated
+    state dict and scalar metrics; ``num-examples`` counts training cases.
     """
-    task = get_task(cfg.task)
+    task = task_for(cfg)
+    if task.needs_masks:
+        data.require_masks("train")
     model = model_for(cfg, state)
     seed = cfg.seed * 100_003 + server_round * 1009 + _site_salt(data.config.site)
     torch.manual_seed(seed)
@@ -60,7 +101,7 @@ def train_round(
         model,
         data.loader("train", train=True, seed=seed),
         task,
-        make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round), cfg.weight_decay),
+        make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round - stage_offset), cfg.weight_decay),
         cfg.local_epochs,
         device,
         proximal_mu=proximal_mu,
@@ -71,21 +112,60 @@ def train_round(
 
 
 def evaluate_split(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, threshold: float = 0.5) -> Metrics:
-    """Evaluate a model on one split: loss, AUC with DeLong CI, proportions at ``threshold``.
+    """Evaluate a model on one split; only aggregates are returned.
 
-    Also the per-class score histograms (aggregates, never per-case scores) from which
-    the server picks an operating point.
+    Case probabilities give AUC with DeLong CI, proportions at ``threshold``, calibration and
+    the per-class score histograms from which the server picks an operating point. Lesion maps
+    give Dice, IoU, precision and recall (``seg-`` keys) over the cases with a ground-truth mask.
     """
-    task = get_task(cfg.task)
     if len(data.splits[split]) == 0:
         return {"num-examples": 0, "n": 0}
-    labels, scores, loss = predict(model, data.loader(split, train=False), task, resolve_device(data.config.compute.device))
-    metrics: Metrics = {"num-examples": int(len(labels)), "loss": loss}
-    metrics.update(task.metrics(labels, scores, threshold))
-    metrics.update(per_case_statistics(labels, scores))
-    pos, neg = score_histograms(labels, scores)
-    metrics["hist-pos"], metrics["hist-neg"] = pos, neg
+    out = predict(model, data.loader(split, train=False), task_for(cfg), resolve_device(data.config.compute.device))
+    metrics: Metrics = {"num-examples": int(len(out.labels)), "loss": out.loss}
+    if out.scores is not None:
+        metrics.update(classification_metrics(out.labels, out.scores, threshold))
+    if out.masks is not None:
+        metrics.update(segmentation_metrics(out))
+    if cfg.lesion_crop != "none":
+        metrics["crops-without-lesion"] = data.crops_without_lesion.get(split, 0)
     return metrics
+
+
+def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Metrics:
+    """AUC, proportions at ``threshold``, per-case statistics and the score histograms."""
+    metrics: Metrics = dict(binary_metrics(labels, scores, threshold))
+    metrics.update(per_case_statistics(labels, scores))
+    metrics["hist-pos"], metrics["hist-neg"] = score_histograms(labels, scores)
+    return metrics
+
+
+def segmentation_metrics(out: Prediction) -> Metrics:
+    """Mean (and SD) Dice, IoU, precision and recall over the cases with a ground-truth mask."""
+    assert out.masks is not None and out.truth is not None and out.has_mask is not None
+    keep = torch.from_numpy(out.has_mask)
+    if not bool(keep.any()):
+        return {"seg-n": 0}
+    summary = summarize(segmentation_scores(out.masks[keep], out.truth[keep]))
+    return {f"seg-{key.replace('_', '-')}": value for key, value in summary.items()}
+
+
+def explain(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, folder: str) -> int:
+    """Write Grad-CAM overlays of a few cases to the site's ``output_dir`` (never sent); return how many.
+
+    Written to ``<output_dir>/grad_cam/<run-id>/<folder>/``.
+    """
+    explained = task_for(cfg).explained(model)
+    cases = data.splits[split]
+    if explained is None or cfg.grad_cam_cases < 1 or len(cases) == 0:
+        return 0
+    out = predict(model, data.loader(split, train=False), task_for(cfg), torch.device("cpu"))
+    assert out.scores is not None
+    target = Path(data.config.output_dir) / "grad_cam" / safe_name(cfg.run_id or "run") / safe_name(folder)
+    paths = write_grad_cams(
+        explained.cpu(), cases.images, out.scores.tolist(), out.labels.tolist(), [c.case_id for c in cases.cases], target, cfg.grad_cam_cases
+    )
+    logger.info("site %s: %d Grad-CAM overlay(s) written to %s", data.config.site, len(paths), target)
+    return len(paths)
 
 
 def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
@@ -105,29 +185,37 @@ def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
     return out
 
 
-def compare_models(data: SiteData, models: dict[str, nn.Module], cfg: RunConfig, split: str, reference: str) -> list[Metrics]:
+def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module]], cfg: RunConfig, split: str, reference: str) -> list[Metrics]:
     """Paired comparisons of ``reference`` with every other model on the same cases of one split.
 
-    DeLong's test for correlated AUCs, category-free NRI and IDI (``reference`` as the new
-    model); computed at the site from per-case scores, only the statistics are returned.
+    Each model is given with the site's inputs it reads (the same cases, in the same order;
+    lesion crops may differ by the segmenter that cut them). DeLong's test for correlated AUCs,
+    category-free NRI and IDI (``reference`` as the new model); computed at the site from
+    per-case scores, only the statistics are returned.
     """
-    device = resolve_device(data.config.compute.device)
-    loader = data.loader(split, train=False)
-    task = get_task(cfg.task)
-    scores = {name: predict(model, loader, task, device)[:2] for name, model in models.items()}
+    task = task_for(cfg)
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (data, model) in inputs.items():
+        out = predict(model, data.loader(split, train=False), task, resolve_device(data.config.compute.device))
+        if out.scores is not None:
+            scores[name] = (out.labels, out.scores)
+    if reference not in scores:
+        return []
     labels, ref = scores[reference]
     if len(set(labels.tolist())) < 2:
         return []
-    out = []
-    for name, (_, other) in scores.items():
+    out_rows = []
+    for name, (other_labels, other) in scores.items():
         if name == reference:
             continue
+        if not np.array_equal(other_labels, labels):
+            raise ValueError(f"model {name} was given other cases than {reference}")
         row: Metrics = {"model_a": reference, "model_b": name}
         row["delong_z"], row["delong_p"] = delong_test(labels, ref, other)
         row.update(nri(labels, other, ref))
         row.update(idi(labels, other, ref))
-        out.append(row)
-    return out
+        out_rows.append(row)
+    return out_rows
 
 
 def _site_salt(name: str) -> int:

@@ -55,36 +55,72 @@ def train_epochs(
     total, count, steps = 0.0, 0, 0
     for epoch in range(epochs):
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, disable=not sys.stderr.isatty())
-        for images, labels in bar:
-            images, labels = images.to(device), labels.to(device)
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images), task.targets(labels))
+            loss = loss_fn(model(batch["image"]), task.targets(batch))
             if proximal_mu > 0:
                 loss = loss + proximal_mu / 2 * proximal_term(model, anchor)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(labels)
-            count += len(labels)
+            total += float(loss.detach()) * len(batch["label"])
+            count += len(batch["label"])
             steps += 1
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
     return TrainStats(num_examples=len(loader.dataset), loss=total / max(count, 1), steps=steps)  # type: ignore[arg-type]
 
 
+@dataclass
+class Prediction:
+    """A model's outputs over one loader, in case order (stays at the site)."""
+
+    labels: np.ndarray  # (N,) int64
+    loss: float
+    scores: np.ndarray | None = None  # (N,) probabilities, tasks with scores
+    masks: torch.Tensor | None = None  # (N, 1, S, S) predicted binary masks, tasks with masks
+    truth: torch.Tensor | None = None  # (N, 1, S, S) ground-truth masks
+    has_mask: np.ndarray | None = None  # (N,) whether the case has a ground-truth mask
+
+
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, task: Task, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
-    """Return labels, scores and mean loss over a loader (evaluation mode, no augmentation)."""
+def predict(model: nn.Module, loader: DataLoader, task: Task, device: torch.device) -> Prediction:
+    """Run a model over a loader (evaluation mode, no augmentation): scores, masks and mean loss.
+
+    The loss covers the cases it can: for tasks that need masks, those with a ground-truth mask.
+    """
     model.to(device).eval()
     loss_fn = task.loss()
-    labels, scores, total = [], [], 0.0
-    for images, y in loader:
-        images, y = images.to(device), y.to(device)
-        out = model(images)
-        total += float(loss_fn(out, task.targets(y))) * len(y)
-        labels.append(y.cpu().numpy())
-        scores.append(task.scores(out).cpu().numpy())
-    y_all = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-    s_all = np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
-    return y_all.astype(np.int64), s_all.astype(np.float64), total / max(len(y_all), 1)
+    labels, scores, masks, truth, has_mask = [], [], [], [], []
+    total, counted = 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(batch["image"])
+        usable = batch["has_mask"].bool() if task.needs_masks else torch.ones_like(batch["label"], dtype=torch.bool)
+        if bool(usable.any()):
+            kept = {k: v[usable] for k, v in batch.items()}
+            total += float(loss_fn(_rows(out, usable), task.targets(kept))) * int(usable.sum())
+            counted += int(usable.sum())
+        labels.append(batch["label"].cpu().numpy())
+        case_scores, mask_logits = task.scores(out), task.mask_logits(out)
+        if case_scores is not None:
+            scores.append(case_scores.cpu().numpy())
+        if mask_logits is not None:
+            masks.append((mask_logits > 0).to(torch.uint8).cpu())
+            truth.append(batch["mask"].to(torch.uint8).cpu())
+            has_mask.append(batch["has_mask"].bool().cpu().numpy())
+    return Prediction(
+        labels=np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64),
+        loss=total / max(counted, 1),
+        scores=np.concatenate(scores).astype(np.float64) if scores else None,
+        masks=torch.cat(masks) if masks else None,
+        truth=torch.cat(truth) if truth else None,
+        has_mask=np.concatenate(has_mask) if has_mask else None,
+    )
+
+
+def _rows(outputs: torch.Tensor | tuple[torch.Tensor, ...], keep: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The kept cases of a network output (a tensor, or a tuple of tensors)."""
+    return tuple(o[keep] for o in outputs) if isinstance(outputs, tuple) else outputs[keep]
 
 
 def resolve_device(setting: str) -> torch.device:

@@ -7,10 +7,11 @@ import logging
 import numpy as np
 from monai.transforms import (
     Compose,
-    RandAdjustContrast,
-    RandAffine,
-    RandFlip,
-    RandGaussianNoise,
+    EnsureTyped,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
     Resize,
     ScaleIntensityRangePercentiles,
 )
@@ -34,7 +35,9 @@ def ui_crop_box(image: np.ndarray) -> tuple[int, int, int, int]:
     smooth = ndimage.uniform_filter(image / scale, size=max(3, min(h, w) // 40))
     field = smooth > 0.04
     radius = max(2, min(h, w) // 60)
-    field = ndimage.binary_opening(field, structure=np.ones((2 * radius + 1, 2 * radius + 1), bool))
+    # opening by a square, as separable min/max filters (outside the image counts as background)
+    size = 2 * radius + 1
+    field = ndimage.maximum_filter(ndimage.minimum_filter(field, size=size, mode="constant", cval=0), size=size, mode="constant", cval=0)
     if not field.any():
         return (0, 0, w, h)
     labels, count = ndimage.label(field)
@@ -72,19 +75,32 @@ def preprocess(size: int) -> Compose:
     )
 
 
+def preprocess_mask(size: int) -> Resize:
+    """A lesion mask's deterministic step: nearest-neighbour resize to ``size`` px, so it stays binary."""
+    return Resize((size, size), mode="nearest")
+
+
 def augment(size: int) -> Compose:
-    """Training augmentation that keeps ultrasound geometry (no vertical flips: shadows fall downwards)."""
+    """Training augmentation of a case dict (``image``, ``mask``) that keeps ultrasound geometry.
+
+    Flips and affine moves apply to image and mask together (the mask with nearest-neighbour
+    interpolation); contrast and noise to the image only. No vertical flips: shadows fall downwards.
+    """
+    keys = ("image", "mask")
     return Compose(
         [
-            RandFlip(prob=0.5, spatial_axis=1),
-            RandAffine(
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=1),
+            RandAffined(
+                keys=keys,
                 prob=0.7,
                 rotate_range=0.15,
                 scale_range=0.1,
                 translate_range=(size * 0.06, size * 0.06),
                 padding_mode="zeros",
+                mode=("bilinear", "nearest"),
             ),
-            RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
-            RandGaussianNoise(prob=0.2, std=0.03),
+            RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.8, 1.25)),
+            RandGaussianNoised(keys="image", prob=0.2, std=0.03),
+            EnsureTyped(keys=keys, track_meta=False),
         ]
     )

@@ -59,6 +59,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
         parts.append('<h2 id="auc-heatmap">AUC by site and model (test)</h2>')
         heatmap = _figure(HEATMAP, figures[HEATMAP], "AUC by site and model (test split)", wide=True)
         parts.append(f'<div class="figs">{heatmap}</div>')
+    parts.append(_segmentation_section(report))
     for site in sites:
         parts.append(_site_section(report, site, figures, used))
     others = [name for name in figures if name not in used]
@@ -153,6 +154,25 @@ def _site_section(report: dict[str, Any], site: str, figures: dict[str, bytes], 
             out.append(f'<div class="figs">{"".join(figs)}</div>')
     out.append("</section>")
     return "".join(out)
+
+
+def _segmentation_section(report: dict[str, Any]) -> str:
+    """Segmentation quality of every segmenter and fusion at every site (seed 000's Table 3)."""
+    rows = report.get("segmentation", [])
+    if not rows:
+        return ""
+    body = []
+    for r in rows:
+        cells = [escape(_text(r.get(k))) for k in ("segmenter", "site", "split")]
+        numbers = [_cell(_text(r.get("n")))] + [_cell(_num(r.get(k))) for k in ("dice", "iou", "precision", "recall")]
+        body.append(f'<tr><td class="l">{escape(r["model"])}</td>' + "".join(f'<td class="l">{c}</td>' for c in cells) + "".join(numbers) + "</tr>")
+    head = "".join(f'<th class="l">{h}</th>' for h in ("segmenter", "site", "split"))
+    head += "".join(f"<th>{h}</th>" for h in ("n", "Dice", "IoU", "precision", "recall"))
+    return (
+        '<h2 id="segmentation">Segmentation</h2><p class="meta">Means over the cases with a ground-truth mask, per model, '
+        'segmenter (fusions included), site and split.</p><div class="scroll"><table><thead><tr><th class="l">model</th>'
+        f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _metrics_table(rows: list[dict[str, Any]]) -> str:

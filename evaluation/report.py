@@ -17,6 +17,9 @@ ROW_FIELDS = (
     "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci", "f1", "kappa", "pr_auc", "brier",
     "threshold", "calibration_slope", "calibration_intercept", "hl_stat", "hl_p",
 )
+SEGMENTATION_FIELDS = (
+    "n", "dice", "dice_sd", "iou", "iou_sd", "precision", "precision_sd", "recall", "recall_sd", "n_truth_empty", "n_pred_empty",
+)
 COMPARISON_FIELDS = ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")
 _MODEL_ORDER = {"federated": 0, "pooled": 1}
 
@@ -42,9 +45,15 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         },
         "sites": [_site_entry(s) for s in config["sites"]],
     }
+    report["run"].update(_pipeline_entry(run))
     if config.get("excluded"):
         report["excluded"] = config["excluded"]
     final = [line for line in lines if line["round"] == "final" and line["status"] == "ok"]
+    order = [name for name in str(run.get("segmenters", "")).split(",") if name] if run.get("pipeline") == "automatic" else []
+    report["segmentation"] = segmentation_rows([line for line in final if "seg-dice" in line["metrics"]], order)
+    if not report["segmentation"]:
+        del report["segmentation"]
+    final = [line for line in final if "hist-pos" in line["metrics"] or "auc" in line["metrics"]]
     evaluated = [(line["model"], line["site"], line["split"], line["metrics"]) for line in final]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for model, _, split, metrics in evaluated:
@@ -64,6 +73,49 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     if phantom.exists():
         report["phantom"] = json.loads(phantom.read_text(encoding="utf-8"))
     return report
+
+
+def _pipeline_entry(run: dict[str, Any]) -> dict[str, Any]:
+    """Run settings of segmentation, the automatic pipeline and the end-to-end model (only where they apply)."""
+    out: dict[str, Any] = {}
+    if run.get("pipeline") == "automatic":
+        out |= {"pipeline": "automatic", "segmenters": run["segmenters"].split(","), "seg_fusion": run["seg-fusion"]}
+    if run.get("pipeline") == "automatic" or run.get("lesion-crop", "none") != "none":
+        out |= {"lesion_crop": "predicted" if run.get("pipeline") == "automatic" else run["lesion-crop"], "crop_margin": run["crop-margin"]}
+    if run.get("task") in ("segmentation", "end-to-end") or run.get("pipeline") == "automatic":
+        out["seg_image_size"] = run["seg-image-size"] if run.get("task") != "end-to-end" else run["image-size"]
+    if run.get("task") in ("segmentation", "end-to-end"):
+        out["segmenter"] = run["segmenter"]
+    if run.get("task") == "end-to-end":
+        out["seg_loss_weight"] = run["seg-loss-weight"]
+    if run.get("threshold-rule") in ("sensitivity", "specificity"):
+        out["threshold_target"] = run["threshold-target"]
+    return out
+
+
+def segmentation_rows(lines: list[dict[str, Any]], order: list[str] | None = None) -> list[dict[str, Any]]:
+    """``segmentation`` rows: one per (model, segmenter, site, split), and case-weighted means over sites (``all``).
+
+    Within a model, segmenters follow ``order`` (the pipeline's), then fusions and others by name.
+    """
+    rank = {name: i for i, name in enumerate(order or [])}
+    rows = []
+    for line in lines:
+        m = line["metrics"]
+        row = {"model": line["model"], "segmenter": line.get("segmenter", ""), "site": line["site"], "split": line["split"]}
+        row.update({k: m[f"seg-{k.replace('_', '-')}"] for k in SEGMENTATION_FIELDS if f"seg-{k.replace('_', '-')}" in m})
+        if row.get("n"):
+            rows.append(row)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["segmenter"], row["split"]), []).append(row)
+    for (model, segmenter, split), group in groups.items():
+        if len(group) > 1:
+            n = sum(r["n"] for r in group)
+            pooled = {k: sum(r[k] * r["n"] for r in group) / n for k in ("dice", "iou", "precision", "recall")}
+            empties = {k: sum(r.get(k, 0) for r in group) for k in ("n_truth_empty", "n_pred_empty")}
+            rows.append({"model": model, "segmenter": segmenter, "site": "all", "split": split, "n": n, **pooled, **empties})
+    return sorted(rows, key=lambda r: (*_row_key(r), rank.get(r["segmenter"], len(rank)), r["segmenter"]))
 
 
 def write_report(run_dir: Path) -> dict[str, Any]:
@@ -88,8 +140,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# axilla report: run {run['id']}",
         "",
         f"Task {run['task']}, model {run['model']}, strategy {run['strategy']}, {run['rounds']} rounds x "
-        f"{run['local_epochs']} local epochs, {run['image_size']} px, operating point: {run['threshold_rule']} "
-        "on validation, applied unchanged at every site.",
+        f"{run['local_epochs']} local epochs, {run['image_size']} px, operating point: {run['threshold_rule']}"
+        + (f" (target {run['threshold_target']})" if "threshold_target" in run else "")
+        + " on validation, applied unchanged at every site."
+        + (f" Automatic pipeline: segmenters {', '.join(run['segmenters'])}, fused by {run['seg_fusion']}, classifier on predicted lesion crops."
+           if run.get("pipeline") == "automatic" else ""),
         "",
         "## Sites",
         "",
@@ -124,11 +179,32 @@ def render_markdown(report: dict[str, Any]) -> str:
         if compared:
             out += ["", "| federated vs | DeLong p | NRI | IDI |", "|---|---:|---:|---:|"]
             out += [f"| {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
+    out += _segmentation_markdown(report)
     if report.get("missing"):
         out += ["", "## Missing replies", ""] + [
             f"- round {m['round']}, {m['site']} ({m['split']}): {m['reason']}" for m in report["missing"]
         ]
     return "\n".join(out) + "\n"
+
+
+def _segmentation_markdown(report: dict[str, Any]) -> list[str]:
+    """Segmentation quality per model, segmenter, site and split, like seed 000's Table 3."""
+    rows = report.get("segmentation", [])
+    if not rows:
+        return []
+    out = [
+        "",
+        "## Segmentation (as seed 000's Table 3)",
+        "",
+        "Means over the cases with a ground-truth mask; empty masks scored by the explicit rules of docs/report.md.",
+        "",
+        "| model | segmenter | site | split | n | Dice | IoU | precision | recall |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cells = [_fmt(r.get(k)) for k in ("dice", "iou", "precision", "recall")]
+        out.append(f"| {r['model']} | {r['segmenter']} | {r['site']} | {r['split']} | {r['n']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,15 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
+def _dilate(stage: nn.Module, dilation: int) -> None:
+    """Replace a ResNet stage's stride 2 by atrous 3x3 convolutions of ``dilation`` (same weights' shapes)."""
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
+            if module.kernel_size == (3, 3):
+                module.dilation, module.padding = (dilation, dilation), (dilation, dilation)
+
+
 class DeepLab(nn.Module):
     """DeepLabV3 (``plus=False``) or DeepLabV3+ (``plus=True``) returning per-pixel logits at input size."""
 
@@ -63,6 +72,9 @@ class DeepLab(nn.Module):
             block="basic", layers=list(layers), block_inplanes=list(widths), spatial_dims=2,
             n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, feed_forward=False,
         )  # fmt: skip
+        # Output stride 8, as DeepLab: the last two stages keep their resolution and dilate instead.
+        _dilate(self.encoder.layer3, 2)
+        _dilate(self.encoder.layer4, 4)
         self.aspp = ASPP(widths[3], aspp_channels, rates)
         self.plus = plus
         if plus:
@@ -76,7 +88,7 @@ class DeepLab(nn.Module):
         e = self.encoder
         stem = e.maxpool(e.act(e.bn1(e.conv1(x))))  # stride 4
         low = e.layer1(stem)
-        high = e.layer4(e.layer3(e.layer2(low)))  # stride 32
+        high = e.layer4(e.layer3(e.layer2(low)))  # stride 8 (dilated layer3 and layer4)
         y = self.aspp(high)
         if self.plus:
             y = F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 Scalar = bool | int | float | str
+SEGMENTER_NAMES = ("unet", "unetpp", "deeplabv3", "deeplabv3plus")  # models/segmenters.py (kept torch-free here)
+FUSION_RULES = ("mean", "union")
 
 
 class RunConfigError(ValueError):
@@ -23,6 +25,15 @@ class RunConfig:
     task: str = "classification"
     model: str = "small"
     image_size: int = 96
+    pipeline: str = "single"
+    segmenter: str = "unet"
+    segmenters: str = "unet,unetpp,deeplabv3"
+    seg_image_size: int = 96
+    seg_fusion: str = "union"
+    lesion_crop: str = "none"
+    crop_margin: int = 4
+    seg_loss_weight: float = 0.5
+    grad_cam_cases: int = 4
     pretrained_weights: str = ""
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -53,18 +64,38 @@ class RunConfig:
             "optimizer": ("adam", "sgd"),
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
+            "task": ("classification", "segmentation", "end-to-end"),
+            "pipeline": ("single", "automatic"),
+            "seg-fusion": FUSION_RULES,
+            "lesion-crop": ("none", "mask", "predicted"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
             if value not in allowed:
                 raise RunConfigError(f"run config '{key}' = {value!r}: expected one of {', '.join(allowed)}")
-        for key in ("image_size", "num_rounds", "local_epochs", "min_train_sites"):
+        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
         if self.validate_every < 0:
             raise RunConfigError(f"run config 'validate-every' must be >= 0, got {self.validate_every}")
         if self.lr <= 0 or self.proximal_mu < 0:
             raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
+        if self.crop_margin < 0 or self.grad_cam_cases < 0:
+            raise RunConfigError("run config 'crop-margin' and 'grad-cam-cases' must be >= 0")
+        if not 0.0 <= self.seg_loss_weight <= 1.0:
+            raise RunConfigError(f"run config 'seg-loss-weight' must lie in [0, 1], got {self.seg_loss_weight}")
+        for name in (self.segmenter, *self.segmenter_list):
+            if name not in SEGMENTER_NAMES:
+                raise RunConfigError(f"run config segmenter '{name}': expected one of {', '.join(SEGMENTER_NAMES)}")
+        if self.pipeline == "automatic" and self.task != "classification":
+            raise RunConfigError("run config 'pipeline' = 'automatic' trains segmenters, then a classifier: it needs task = 'classification'")
+        if self.lesion_crop == "predicted" and not self.segmenter_list:
+            raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
+
+    @property
+    def segmenter_list(self) -> tuple[str, ...]:
+        """The ``segmenters`` key as names (the automatic pipeline's constituents, fused in this order)."""
+        return tuple(name.strip() for name in self.segmenters.split(",") if name.strip())
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -80,6 +111,24 @@ class RunConfig:
     def to_mapping(self) -> dict[str, Scalar]:
         """Return the flat kebab-case form (what Flower's run config and ConfigRecords carry)."""
         return {_kebab(k): v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def stages(self) -> int:
+        """How many training stages the run has: one, or each segmenter then the classifier."""
+        return len(self.segmenter_list) + 1 if self.pipeline == "automatic" else 1
+
+    @property
+    def total_rounds(self) -> int:
+        """Rounds over all stages (``num-rounds`` each), numbered 1..total across stages."""
+        return self.num_rounds * self.stages
+
+    def for_segmenter(self, name: str) -> RunConfig:
+        """The run config of one constituent segmenter of the automatic pipeline."""
+        return self.replace(task="segmentation", segmenter=name, lesion_crop="none", pipeline="single")
+
+    def for_classifier(self) -> RunConfig:
+        """The automatic pipeline's second stage: the classifier on crops predicted by the fused segmenters."""
+        return self.replace(lesion_crop="predicted", pipeline="single") if self.pipeline == "automatic" else self
 
     def round_lr(self, server_round: int) -> float:
         """The learning rate of a round: constant, or cosine-annealed over the rounds to 5% of ``lr``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from monai.networks.nets import BasicUNetPlusPlus, UNet
+from monai.networks.nets import BasicUNet, BasicUNetPlusPlus
 from torch import nn
 
 from models.deeplab import DeepLab
@@ -29,7 +29,9 @@ class FirstOutput(nn.Module):
 
 
 def _unet(in_channels: int) -> nn.Module:
-    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    # MONAI's BasicUNet ends in a plain 1x1 conv (UNet with residual units adds an activated skip to its
+    # output, which bounds the background logits and stalls the cross-entropy term).
+    return BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=1, features=(16, 16, 32, 64, 128, 16))
 
 
 def _unetpp(in_channels: int) -> nn.Module:

@@ -1,73 +1,197 @@
-"""The task contract shared by all tasks: model factory, loss, scores and metrics."""
+"""The task contract shared by all tasks: model factory, loss, targets, and what the outputs mean.
+
+A batch is a dict of tensors: ``image`` (B, 1, S, S), ``label`` (B,), ``mask`` (B, 1, S, S) and
+``has_mask`` (B,). A task says which of them it learns from, and turns the network's outputs into
+per-case probabilities (``scores``) and/or per-pixel lesion logits (``mask_logits``); clients,
+strategies and reports then handle every task the same way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-import numpy as np
 import torch
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
-from evaluation.classification import binary_metrics
 from models.classifiers import build_classifier
+from models.end_to_end import ClassLogit, SegmentThenClassify
 from models.run_config import RunConfig
+from models.segmenters import build_segmenter
+
+Batch = Mapping[str, torch.Tensor]
 
 
 class Task(Protocol):
     """What every task provides, so strategies, clients and reports never branch on the task."""
 
     name: str
+    needs_masks: bool  # training needs a lesion mask for every training case
+    has_scores: bool  # the model gives one probability per case (an operating point applies)
 
-    def build_model(self, cfg: RunConfig, in_channels: int = 1) -> nn.Module:
-        """Return a freshly initialised network for the run."""
+    def build_model(self, cfg: RunConfig) -> nn.Module:
+        """Return a freshly initialised network for the run (seeded by ``cfg.seed``)."""
+
+    def input_size(self, cfg: RunConfig) -> int:
+        """The side of the square images the network is fed."""
 
     def loss(self) -> nn.Module:
         """Return the training loss taking (outputs, targets)."""
 
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """Turn a batch's labels into the loss's target tensor."""
+    def targets(self, batch: Batch) -> Any:
+        """Pick the loss's targets from a batch."""
 
-    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Turn network outputs into one probability per case."""
+    def scores(self, outputs: Any) -> torch.Tensor | None:
+        """One probability per case, or None when the task gives none."""
 
-    def metrics(self, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | int | list[float]]:
-        """Compute the task's metrics on one split at an operating point."""
+    def mask_logits(self, outputs: Any) -> torch.Tensor | None:
+        """Per-pixel lesion logits (B, 1, S, S), or None when the task gives none."""
+
+    def explained(self, model: nn.Module) -> nn.Module | None:
+        """The image -> class-logit module Grad-CAM explains, or None."""
 
 
 @dataclass(frozen=True)
 class ClassificationTask:
-    """Binary classification of lymph-node metastasis from one image per case."""
+    """Binary classification of lymph-node metastasis from one image (or lesion crop) per case."""
 
+    model: str = "small"
+    pretrained_weights: str = ""
     name: str = "classification"
+    needs_masks: bool = False
+    has_scores: bool = True
 
-    def build_model(self, cfg: RunConfig, in_channels: int = 1) -> nn.Module:
+    def build_model(self, cfg: RunConfig) -> nn.Module:
         """Build the run's classifier with a seeded initialisation."""
         torch.manual_seed(cfg.seed)
-        return build_classifier(cfg.model, in_channels, cfg.pretrained_weights)
+        return build_classifier(self.model, 1, self.pretrained_weights)
+
+    def input_size(self, cfg: RunConfig) -> int:
+        """``image-size``."""
+        return cfg.image_size
 
     def loss(self) -> nn.Module:
         """Binary cross-entropy on the single logit."""
         return nn.BCEWithLogitsLoss()
 
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+    def targets(self, batch: Batch) -> torch.Tensor:
         """Labels as a (B, 1) float tensor."""
-        return labels.float().view(-1, 1)
+        return batch["label"].float().view(-1, 1)
 
     def scores(self, outputs: torch.Tensor) -> torch.Tensor:
         """Sigmoid of the logit."""
         return torch.sigmoid(outputs.view(-1))
 
-    def metrics(self, labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | int | list[float]]:
-        """AUC with DeLong CI and the threshold-dependent proportions."""
-        return binary_metrics(labels, scores, threshold)
+    def mask_logits(self, outputs: torch.Tensor) -> None:
+        """A classifier predicts no mask."""
+        return None
+
+    def explained(self, model: nn.Module) -> nn.Module:
+        """The classifier itself."""
+        return model
 
 
-TASKS: dict[str, Task] = {"classification": ClassificationTask()}
+@dataclass(frozen=True)
+class SegmentationTask:
+    """Lesion segmentation (one logit map), trained with Dice + cross-entropy as in seed 000."""
+
+    segmenter: str = "unet"
+    name: str = "segmentation"
+    needs_masks: bool = True
+    has_scores: bool = False
+
+    def build_model(self, cfg: RunConfig) -> nn.Module:
+        """Build the segmenter with a seeded initialisation."""
+        torch.manual_seed(cfg.seed)
+        return build_segmenter(self.segmenter, 1)
+
+    def input_size(self, cfg: RunConfig) -> int:
+        """``seg-image-size``."""
+        return cfg.seg_image_size
+
+    def loss(self) -> nn.Module:
+        """MONAI's DiceCE on sigmoid outputs."""
+        return DiceCELoss(sigmoid=True)
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """The lesion masks (B, 1, S, S)."""
+        return batch["mask"].float()
+
+    def scores(self, outputs: torch.Tensor) -> None:
+        """A segmenter gives no case probability."""
+        return None
+
+    def mask_logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The network's output."""
+        return outputs
+
+    def explained(self, model: nn.Module) -> None:
+        """Nothing to explain with Grad-CAM."""
+        return None
 
 
-def get_task(name: str) -> Task:
-    """Look up a task by name."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(TASKS))})")
-    return TASKS[name]
+@dataclass(frozen=True)
+class EndToEndTask:
+    """Seed 002's two-stage model optimised end to end: ``w`` x Dice(mask) + (1 - ``w``) x BCE(label)."""
+
+    segmenter: str = "deeplabv3plus"
+    model: str = "small"
+    seg_loss_weight: float = 0.5
+    name: str = "end-to-end"
+    needs_masks: bool = True
+    has_scores: bool = True
+
+    def build_model(self, cfg: RunConfig) -> nn.Module:
+        """Segmenter and a two-channel classifier, seeded."""
+        torch.manual_seed(cfg.seed)
+        return SegmentThenClassify(build_segmenter(self.segmenter, 1), build_classifier(self.model, 2))
+
+    def input_size(self, cfg: RunConfig) -> int:
+        """``image-size`` (both stages see the same image)."""
+        return cfg.image_size
+
+    def loss(self) -> nn.Module:
+        """The weighted Dice + BCE loss."""
+        return _DiceBCE(self.seg_loss_weight)
+
+    def targets(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(labels (B, 1), masks (B, 1, S, S))."""
+        return batch["label"].float().view(-1, 1), batch["mask"].float()
+
+    def scores(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Sigmoid of the class logit."""
+        return torch.sigmoid(outputs[0].view(-1))
+
+    def mask_logits(self, outputs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The segmenter's lesion logits."""
+        return outputs[1]
+
+    def explained(self, model: nn.Module) -> nn.Module:
+        """The class logit of the whole two-stage model."""
+        return ClassLogit(model)
+
+
+class _DiceBCE(nn.Module):
+    """``w`` x soft Dice of the lesion map + (1 - ``w``) x BCE of the class logit."""
+
+    def __init__(self, weight: float) -> None:
+        super().__init__()
+        self.weight = weight
+        self.dice = DiceLoss(sigmoid=True)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], targets: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum over a batch."""
+        (logits, mask_logits), (labels, masks) = outputs, targets
+        return self.weight * self.dice(mask_logits, masks) + (1 - self.weight) * self.bce(logits, labels)
+
+
+def task_for(cfg: RunConfig) -> Task:
+    """The run config's task, with its model settings."""
+    if cfg.task == "segmentation":
+        return SegmentationTask(cfg.segmenter)
+    if cfg.task == "end-to-end":
+        return EndToEndTask(cfg.segmenter, cfg.model, cfg.seg_loss_weight)
+    return ClassificationTask(cfg.model, cfg.pretrained_weights)

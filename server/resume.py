@@ -47,7 +47,7 @@ def resume_point(run_dir: RunDirectory, submitted: RunConfig) -> ResumePoint:
     done = run_dir.last_round()
     if done < 0:
         raise ResumeError(f"{run_dir.path / 'checkpoints'}: no round checkpoint to resume from")
-    done = min(done, cfg.num_rounds)
+    done = min(done, cfg.total_rounds)
     dropped = run_dir.drop_records_after(done)
     logger.info("resuming %s after round %d (%d partial record(s) dropped)", run_dir.path, done, dropped)
     return ResumePoint(cfg, done, run_dir.load_checkpoint(f"round-{done:03d}"))

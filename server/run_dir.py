@@ -118,9 +118,16 @@ class RunDirectory:
         (self.path / "stopped.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
         return last
 
-    def record(self, round_: int | str, model: str, site: str, split: str, metrics: Mapping[str, Any] | None, reason: str = "") -> None:
-        """Append one (round, model, site, split) line to metrics.jsonl; ``metrics=None`` marks a missing site."""
+    def record(
+        self, round_: int | str, model: str, site: str, split: str, metrics: Mapping[str, Any] | None, reason: str = "", segmenter: str = ""
+    ) -> None:
+        """Append one (round, model, site, split) line to metrics.jsonl; ``metrics=None`` marks a missing site.
+
+        ``segmenter`` names the segmentation network (or fusion) a line is about, if any.
+        """
         line: dict[str, Any] = {"round": round_, "model": model, "site": site, "split": split}
+        if segmenter:
+            line["segmenter"] = segmenter
         if metrics is None:
             line |= {"status": "missing", "reason": reason}
         else:

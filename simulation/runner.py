@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from client.data import discover_sites, load_site_data
 from client.errors import SiteDataError
-from client.site_config import load_site_config
+from client.site_config import SiteConfig, load_site_config
 from models.run_config import RunConfig
 from server.run_dir import RunDirectory, new_run_id
 from simulation.baselines import run_baselines
@@ -52,12 +52,14 @@ def simulate(sites_dir: Path, overrides: Mapping[str, Any] | None = None, runs_d
     return run_dir.path
 
 
-def _usable_sites(cfg: RunConfig) -> list:
-    """Load every site the baselines can use; a broken site is skipped, as the federation skipped it."""
+def _usable_sites(cfg: RunConfig) -> list[SiteConfig]:
+    """The sites the baselines can use (config and data load); a broken site is skipped, as the federation skipped it."""
     out = []
     for path in discover_sites(Path(cfg.sim_sites_dir)):
         try:
-            out.append(load_site_data(load_site_config(path), cfg.image_size))
+            config = load_site_config(path)
+            load_site_data(config, cfg.image_size)
+            out.append(config)
         except SiteDataError as err:
             logger.error("baselines skip %s: %s", path.parent.name, err)
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -18,7 +18,7 @@ from strategies.update_checks import check_arrays, norm_outliers, update_norm
 logger = logging.getLogger("axilla.server")
 
 
-AVERAGED = ("num-examples", "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity")
+AVERAGED = ("num-examples", "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity", "seg-dice")
 
 
 class RoundObserver(Protocol):
@@ -43,7 +43,9 @@ class SiteAwareMixin:
     - per-round validation runs every ``validate_every`` rounds (0: only the final evaluation);
     - rounds are numbered from ``round_offset`` + 1, so a resumed run continues the numbering
       (and the sites' per-round seeds and learning rates) where the checkpoint left it;
-    - every reply is handed to the observer under its site's name, and absent sites are named.
+    - every reply is handed to the observer under its site's name, and absent sites are named;
+    - ``attachments`` (fixed ArrayRecords, e.g. the automatic pipeline's trained segmenters) ride
+      along with every training and evaluation message; replies never carry them back.
     """
 
     sites: dict[int, NodeSite]
@@ -58,8 +60,10 @@ class SiteAwareMixin:
         wait_timeout: float,
         round_offset: int,
         validate_every: int,
+        attachments: Mapping[str, ArrayRecord] | None,
     ) -> None:
         self.sites = sites
+        self.attachments = dict(attachments or {})
         self.validate_every = validate_every
         self.max_update_norm_ratio = max_update_norm_ratio
         self.min_train_sites = min_train_sites
@@ -90,7 +94,7 @@ class SiteAwareMixin:
                 f"round {server_round}: {len(online)} training site(s) connected after waiting {self.wait_timeout:.0f} s, "
                 f"fewer than min-train-sites={self.min_train_sites} (offline: {', '.join(offline) or 'none'})"
             )
-        messages = list(super().configure_train(server_round, arrays, config, view))  # type: ignore[misc]
+        messages = self._attach(super().configure_train(server_round, arrays, config, view))  # type: ignore[misc]
         self._sent["train"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
@@ -108,9 +112,17 @@ class SiteAwareMixin:
             logger.warning("round %d: no training site connected; validation skipped", server_round)
             self._sent["evaluate"] = []
             return []
-        messages = list(super().configure_evaluate(server_round, arrays, config, view))  # type: ignore[misc]
+        messages = self._attach(super().configure_evaluate(server_round, arrays, config, view))  # type: ignore[misc]
         self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
         return messages
+
+    def _attach(self, messages: Iterable[Message]) -> list[Message]:
+        """Add the attachments to each message's content."""
+        out = list(messages)
+        for message in out:
+            for name, record in self.attachments.items():
+                message.content[name] = record
+        return out
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Reject bad updates, then FedAvg's weighted mean cast back to the global dtypes, recorded per site."""
@@ -208,10 +220,11 @@ class SiteFedAvg(SiteAwareMixin, FedAvg):
         wait_timeout: float = 3600.0,
         round_offset: int = 0,
         validate_every: int = 1,
+        attachments: Mapping[str, ArrayRecord] | None = None,
     ) -> None:
         # Flower's own waits are satisfied by the hooks' bounded waits (min_available_nodes=1).
         FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1)
-        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every)
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, attachments)
 
 
 class SiteFedProx(SiteAwareMixin, FedProx):
@@ -227,9 +240,10 @@ class SiteFedProx(SiteAwareMixin, FedProx):
         wait_timeout: float = 3600.0,
         round_offset: int = 0,
         validate_every: int = 1,
+        attachments: Mapping[str, ArrayRecord] | None = None,
     ) -> None:
         FedProx.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1, proximal_mu=proximal_mu)
-        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every)
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, attachments)
 
 
 def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
@@ -254,10 +268,13 @@ def build_strategy(
     wait_timeout: float = 3600.0,
     round_offset: int = 0,
     validate_every: int = 1,
+    attachments: Mapping[str, ArrayRecord] | None = None,
 ) -> SiteFedAvg:
     """The run config's strategy by name."""
     if name == "fedprox":
-        return SiteFedProx(sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every)
+        return SiteFedProx(
+            sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, attachments
+        )
     if name == "fedavg":
-        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every)
+        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, attachments)
     raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")

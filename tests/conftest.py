@@ -50,14 +50,20 @@ def write_dicom(path: Path, array: np.ndarray, photometric: str | None = None) -
     return path
 
 
-def lesion_image(rng: np.random.Generator, label: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
-    """A speckle field with a dark disc whose radius grows with the label (learnable on purpose)."""
+def lesion_case(rng: np.random.Generator, label: int, size: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """A speckle field with a dark disc whose radius grows with the label (learnable on purpose), and the disc's mask."""
     h, w = size
     img = rng.gamma(4.0, 25.0, size).clip(0, 255)
     yy, xx = np.mgrid[:h, :w]
     radius = (6 if label else 3) + rng.uniform(0, 2)
-    img[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radius**2] *= 0.2
-    return img.astype(np.uint8)
+    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < radius**2
+    img[disc] *= 0.2
+    return img.astype(np.uint8), disc
+
+
+def lesion_image(rng: np.random.Generator, label: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
+    """The image of ``lesion_case``."""
+    return lesion_case(rng, label, size)[0]
 
 
 def make_site(
@@ -70,14 +76,15 @@ def make_site(
     kind: str = "png",
     rows: Callable[[list[dict[str, str]]], None] | None = None,
     extra_yaml: str = "",
+    masks: bool = False,
 ) -> Path:
-    """Write ``root/name/{site.yaml, manifest.csv, images/}``; ``rows`` may edit the manifest rows first."""
+    """Write ``root/name/{site.yaml, manifest.csv, images/}`` (and ``masks/``); ``rows`` may edit the manifest rows first."""
     rng = np.random.default_rng(seed)
     folder = root / name
     records = []
     for i in range(n):
         label = i % 2
-        img = lesion_image(rng, label)
+        img, disc = lesion_case(rng, label)
         if kind == "dicom":
             rel = f"images/{name}-{i:03d}.dcm"
             write_dicom(folder / rel, img)
@@ -88,6 +95,9 @@ def make_site(
             rel = f"images/{name}-{i:03d}.png"
             write_png(folder / rel, img)
         records.append({"case_id": f"{name}-{i:03d}", "label": str(label), "image": rel, "scanner": f"{name}-scanner"})
+        if masks:
+            records[-1]["mask"] = f"masks/{name}-{i:03d}.png"
+            write_png(folder / records[-1]["mask"], disc.astype(np.uint8) * 255)
     if rows is not None:
         rows(records)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from client.app import evaluate, query, train
 from evaluation.roc_band import ROC_GRID
 from evaluation.thresholds import HIST_BINS
 from models.run_config import RunConfig
-from models.task import get_task
+from models.task import task_for
 from tests.conftest import make_site
 
 CFG = RunConfig(image_size=32, local_epochs=1)
@@ -47,7 +47,7 @@ def _config(**extra: Any) -> ConfigRecord:
 
 
 def _global_arrays() -> ArrayRecord:
-    return ArrayRecord(get_task(CFG.task).build_model(CFG).state_dict())
+    return ArrayRecord(task_for(CFG).build_model(CFG).state_dict())
 
 
 def _strings(reply: Message) -> list[str]:
@@ -115,6 +115,32 @@ def test_every_reply_kind_holds_only_arrays_and_scalar_metrics(tmp_path: Path, n
         assert metrics["threshold"] == pytest.approx(0.4)
         assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["n"]
         _assert_no_identifiers(evaluated, tmp_path)
+
+
+def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "alpha", n=24, masks=True)
+    context = _context(site)
+    seg_cfg = CFG.replace(task="segmentation", segmenter="unet", seg_image_size=32)
+    segmenter = ArrayRecord(task_for(seg_cfg).build_model(seg_cfg).state_dict())
+    trained = train(_incoming(MessageType.TRAIN, RecordDict({"arrays": segmenter, "config": ConfigRecord(seg_cfg.to_mapping() | {"server-round": 1})})), context)
+    assert set(trained.content.keys()) == {"arrays", "metrics"}
+    assert list(trained.content["arrays"].keys()) == list(segmenter.keys())
+    fused = evaluate(
+        _incoming(MessageType.EVALUATE, RecordDict({"seg:unet": trained.content["arrays"], "config": ConfigRecord(
+            CFG.replace(segmenters="unet", task="segmentation", seg_image_size=32).to_mapping() | {"split": "test", "fusion": "union"})})),
+        context,
+    )
+    assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["seg-n"] > 0
+    _assert_scalar_metrics(fused.content["metrics"])
+    crops = CFG.replace(segmenters="unet", lesion_crop="predicted", seg_image_size=32)
+    classifier = _global_arrays()
+    content = RecordDict({"arrays": classifier, "seg:unet": trained.content["arrays"], "config": ConfigRecord(crops.to_mapping() | {"server-round": 2})})
+    on_crops = train(_incoming(MessageType.TRAIN, content), context)
+    assert set(on_crops.content.keys()) == {"arrays", "metrics"}  # the segmenter it cropped with is not sent back
+    assert list(on_crops.content["arrays"].keys()) == list(classifier.keys())
+    for reply in (trained, fused, on_crops):
+        _assert_scalar_metrics(next(iter(reply.content.metric_records.values())))
+        _assert_no_identifiers(reply, tmp_path)
 
 
 def test_broken_site_refuses_without_leaking_paths_or_ids(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from client.cli import main as client_main
 from client.data import discover_sites, load_site_data, pool_site_data, site_path_for_partition, site_summary
 from client.errors import SiteDataError
 from client.site_config import load_site_config
-from tests.conftest import make_site
+from tests.conftest import make_site, write_png
 
 
 def test_dicom_site_loads_and_splits_by_case(tmp_path: Path) -> None:
@@ -64,3 +65,34 @@ def test_client_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "site alpha (role train)" in out and "positive" in out
     assert client_main(["--site", str(tmp_path / "none.yaml"), "--check"]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_masks_load_with_their_images_and_missing_ones_are_named(tmp_path: Path) -> None:
+    def drop_two_masks(rows: list[dict[str, str]]) -> None:
+        rows[0]["mask"] = ""
+        rows[5]["mask"] = ""
+
+    data = load_site_data(load_site_config(make_site(tmp_path, "m", n=20, seed=4, masks=True, rows=drop_two_masks)), 32)
+    everything = {name: split for name, split in data.splits.items()}
+    assert sum(int(s.has_mask.sum()) for s in everything.values()) == 18
+    for split in everything.values():
+        assert split.masks is not None and tuple(split.masks.shape[1:]) == (1, 32, 32)
+        assert set(torch.unique(split.masks).tolist()) <= {0, 1}
+        for image, mask, has in zip(split.images, split.masks, split.has_mask):
+            if has:  # the mask lies on the dark disc of its image
+                assert float(image[mask.bool()].mean()) < float(image[~mask.bool()].mean()) - 0.2
+            else:
+                assert int(mask.sum()) == 0
+    where = {c.row: name for name, s in everything.items() for c in s.cases}
+    for row in (2, 7):
+        with pytest.raises(SiteDataError, match=rf"rows? .*\b{row}\b"):
+            data.require_masks(where[row])
+    batch = next(iter(data.loader("train", train=True, seed=1)))
+    assert set(batch) == {"image", "label", "mask", "has_mask"} and batch["mask"].shape[1:] == batch["image"].shape[1:]
+
+
+def test_a_mask_of_another_shape_names_its_row(tmp_path: Path) -> None:
+    yaml = make_site(tmp_path, "m", n=8, seed=4, masks=True)
+    write_png(yaml.parent / "masks" / "m-003.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(SiteDataError, match=r"row 5 .*mask .*shape"):
+        load_site_data(load_site_config(yaml), 32)

@@ -28,10 +28,10 @@ def _model() -> ArrayRecord:
     return ArrayRecord({"w": Array(np.zeros((3, 2), np.float32)), "n": Array(np.zeros((), np.int64))})
 
 
-def _guarded(site_yaml: Path, kind: str, reply_content: RecordDict) -> tuple[Message, list[dict]]:
-    """Pass one message through the guard around a handler that answers ``reply_content``."""
+def _guarded(site_yaml: Path, kind: str, reply_content: RecordDict, attached: dict[str, ArrayRecord] | None = None) -> tuple[Message, list[dict]]:
+    """Pass one message (the global model, plus ``attached`` records) through the guard around a handler answering ``reply_content``."""
     site = load_site_config(site_yaml)
-    incoming = _incoming(kind, RecordDict({"arrays": _model(), "config": ConfigRecord({})}))
+    incoming = _incoming(kind, RecordDict({"arrays": _model(), **(attached or {}), "config": ConfigRecord({})}))
     context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
     reply = privacy_guard(lambda m, c: site)(incoming, context, lambda m, c: Message(reply_content, reply_to=m))
     log = [json.loads(l) for l in audit_path(site.output_dir).read_text().splitlines()]
@@ -45,6 +45,18 @@ def test_a_model_update_and_scalar_metrics_leave_and_are_logged_without_values(t
     assert not reply.has_error()
     assert log[0]["blocked"] == [] and log[0]["records"]["arrays"]["arrays"]["w"] == ["float32", [3, 2]]
     assert log[0]["records"]["metrics"]["values"] == {"loss": 0.5, "auc-ci": [0.4, 0.9]}
+
+
+def test_segmenters_sent_along_never_go_back(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    segmenter = ArrayRecord({"conv": Array(np.zeros((4, 1, 3, 3), np.float32))})
+    update = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64))})
+    reply, _ = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": update}), {"seg:unet": segmenter})
+    assert not reply.has_error()  # the classifier's update, checked against the global classifier
+    for content in (RecordDict({"arrays": segmenter}), RecordDict({"arrays": update, "seg:unet": segmenter})):
+        reply, log = _guarded(site, MessageType.TRAIN, content, {"seg:unet": segmenter})
+        assert reply.has_error() and "differ in keys, shapes or dtypes from the global model" in reply.error.reason
+        assert log[-1]["blocked"]
 
 
 def test_per_case_scores_are_withheld_unless_the_site_opts_in(tmp_path: Path) -> None:

@@ -39,4 +39,20 @@ def test_preprocess_and_augment_shapes_and_range() -> None:
     assert tuple(out.shape) == (1, 32, 32) and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     aug = augment(32)
     aug.set_random_state(0)
-    assert tuple(aug(out).shape) == (1, 32, 32)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 10:20, 12:22] = 1
+    moved = aug({"image": out, "mask": mask})
+    assert tuple(moved["image"].shape) == (1, 32, 32) and tuple(moved["mask"].shape) == (1, 32, 32)
+    assert set(torch.unique(moved["mask"]).tolist()) <= {0.0, 1.0}  # nearest neighbour keeps the mask binary
+
+
+def test_augment_moves_image_and_mask_together() -> None:
+    image = torch.zeros(1, 32, 32)
+    image[:, 8:16, 4:12] = 1.0  # a bright square that is also the mask
+    for seed in range(6):
+        aug = augment(32)
+        aug.set_random_state(seed)
+        moved = aug({"image": image.clone(), "mask": (image > 0.5).float()})
+        inside = moved["mask"] > 0.5
+        if inside.any():
+            assert float(moved["image"][inside].mean()) > float(moved["image"][~inside].mean()) + 0.5

@@ -60,3 +60,38 @@ def test_regeneration_is_identical_and_markdown_is_readable(tmp_path: Path, caps
     assert "## ext: test split" in md and "0.800 (0.600-1.000)" in md and "Bayes ceiling" in md
     assert "| local:a | 20 |" in md
     assert report_main([str(tmp_path)]) == 2
+
+
+def test_segmentation_rows_per_segmenter_site_and_split_with_weighted_all_rows(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["run"] |= {"pipeline": "automatic", "segmenters": "unetpp,unet", "seg-fusion": "union", "lesion-crop": "none",
+                      "crop-margin": 4, "seg-image-size": 64}
+    (run / "config.json").write_text(json.dumps(config))
+
+    def seg(dice: float, n: int, empty: int = 0) -> dict:
+        return {"num-examples": n, "loss": 0.3, "seg-n": n, "seg-dice": dice, "seg-dice-sd": 0.1, "seg-iou": dice - 0.1,
+                "seg-iou-sd": 0.1, "seg-precision": 0.9, "seg-precision-sd": 0.0, "seg-recall": 0.8, "seg-recall-sd": 0.0,
+                "seg-n-truth-empty": empty, "seg-n-pred-empty": 0}
+
+    lines = [
+        {"round": "final", "model": "federated", "segmenter": s, "site": site, "split": "test", "status": "ok", "metrics": seg(d, n, e)}
+        for s in ("unet", "fusion-union", "unetpp") for site, d, n, e in (("a", 0.9, 10, 1), ("ext", 0.6, 30, 0))
+    ] + [{"round": "final", "model": "federated", "segmenter": "unet", "site": "b", "split": "test", "status": "ok", "metrics": {"seg-n": 0}}]
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.writelines(json.dumps(l) + "\n" for l in lines)
+    report = write_report(run)
+    rows = report["segmentation"]
+    assert [r["segmenter"] for r in rows if r["site"] == "a"] == ["unetpp", "unet", "fusion-union"]  # the pipeline's order, fusions after
+    a = next(r for r in rows if r["site"] == "a" and r["segmenter"] == "unet")
+    assert a == {"model": "federated", "segmenter": "unet", "site": "a", "split": "test", "n": 10, "dice": 0.9, "dice_sd": 0.1,
+                 "iou": 0.8, "iou_sd": 0.1, "precision": 0.9, "precision_sd": 0.0, "recall": 0.8, "recall_sd": 0.0,
+                 "n_truth_empty": 1, "n_pred_empty": 0}
+    pooled = next(r for r in rows if r["site"] == "all" and r["segmenter"] == "unet")
+    assert pooled["n"] == 40 and abs(pooled["dice"] - (0.9 * 10 + 0.6 * 30) / 40) < 1e-12 and pooled["n_truth_empty"] == 1
+    assert not any(r["site"] == "b" for r in rows)  # a site without ground-truth masks has no Dice, not a faked one
+    assert [r["model"] for r in report["classification"]] == ["federated", "local:a"]  # segmentation lines are not classification rows
+    assert report["run"]["segmenters"] == ["unetpp", "unet"] and report["run"]["seg_fusion"] == "union"
+    md = (run / "report.md").read_text()
+    assert "Table 3" in md and "| federated | fusion-union | ext | test | 30 | 0.600 | 0.500 | 0.900 | 0.800 |" in md
+    assert 'id="segmentation"' in (run / "report.html").read_text()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from models.classifiers import CLASSIFIERS, build_classifier
-from models.run_config import RunConfig
-from models.task import get_task
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFIERS))
@@ -35,19 +32,3 @@ def test_pretrained_weights_load_strictly_from_a_local_file(tmp_path: Path) -> N
         build_classifier("small", pretrained_weights=tmp_path / "none.pt")
     with pytest.raises(ValueError, match="unknown model"):
         build_classifier("vgg19")
-
-
-def test_classification_task_contract() -> None:
-    task = get_task("classification")
-    cfg = RunConfig(seed=3)
-    a, b = task.build_model(cfg), task.build_model(cfg)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # seeded init
-    logits = torch.tensor([[-2.0], [0.0], [3.0]])
-    scores = task.scores(logits)
-    assert torch.allclose(scores, torch.sigmoid(logits.view(-1)))
-    loss = task.loss()(logits, task.targets(torch.tensor([0, 1, 1])))
-    assert float(loss) > 0
-    metrics = task.metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), 0.5)
-    assert metrics["auc"] == pytest.approx(0.75) and metrics["sensitivity"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="unknown task"):
-        get_task("segmentation-x")
