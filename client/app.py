@@ -12,7 +12,7 @@ from flwr.clientapp import ClientApp
 from client.data import SiteData, load_site_data, site_path_for_partition
 from client.errors import SiteDataError
 from client.privacy_guard import privacy_guard
-from client.site import describe_site, evaluate_split, explain, fused_segmenter, model_for, stage_data, train_round
+from client.site import describe_site, evaluate_candidates, evaluate_split, explain, model_for, stage_data, train_round
 from client.site_config import SiteConfig, load_site_config
 from models.fusion import SEGMENTER_PREFIX
 from models.run_config import RunConfig
@@ -112,14 +112,14 @@ def evaluate(message: Message, context: Context) -> Message:
     """Evaluate the received model on the requested split at the requested threshold."""
     try:
         data, cfg, extras = _open(message, context)
-        fusion = str(extras.get("fusion", ""))
-        if fusion:
-            model = fused_segmenter(cfg, segmenter_states(message), fusion)
-        else:
-            model = model_for(cfg, message.content["arrays"].to_torch_state_dict())
+        split = str(extras.get("split", "val"))
+        if extras.get("candidates"):  # the pipeline's segmenters and fusions, all in one message
+            labels = str(extras["candidates"]).split(",")
+            metrics = evaluate_candidates(data, cfg, segmenter_states(message), labels, split)
+            return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+        model = model_for(cfg, message.content["arrays"].to_torch_state_dict())
     except SiteDataError as err:
         return _refuse(message, err)
-    split = str(extras.get("split", "val"))
     metrics = evaluate_split(data, model, cfg, split, float(extras.get("threshold", 0.5)))
     if extras.get("grad-cam"):
         metrics["grad-cam-written"] = explain(data, model, cfg, split, str(extras["grad-cam"]))

@@ -65,6 +65,24 @@ def fused_segmenter(cfg: RunConfig, states: Mapping[str, State], rule: str) -> n
     return FusedSegmenter([model_for(cfg.for_segmenter(name), states[name]) for name in cfg.segmenter_list], rule)
 
 
+def segmentation_candidate(cfg: RunConfig, states: Mapping[str, State], label: str) -> nn.Module:
+    """One of the pipeline's segmentation candidates: a segmenter by name, or ``fusion-<rule>`` of them all."""
+    if label.startswith("fusion-"):
+        return fused_segmenter(cfg, states, label.removeprefix("fusion-"))
+    if label not in states:
+        raise SiteDataError(f"the message carries no weights for segmenter {label}")
+    return model_for(cfg.for_segmenter(label), states[label])
+
+
+def evaluate_candidates(data: SiteData, cfg: RunConfig, states: Mapping[str, State], labels: list[str], split: str) -> Metrics:
+    """Evaluate several segmentation candidates on one split; metrics keyed ``<candidate>/<metric>``."""
+    out: Metrics = {}
+    for label in labels:
+        model = segmentation_candidate(cfg, states, label)
+        out.update({f"{label}/{key}": value for key, value in evaluate_split(data, model, cfg, split).items()})
+    return out
+
+
 def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, State] | None = None) -> SiteData:
     """What the run's task trains and evaluates on at this site.
 

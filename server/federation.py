@@ -187,19 +187,30 @@ def final_evaluation(
 
 
 def segmentation_evaluation(grid: Grid, cfg: RunConfig, sites: dict[int, NodeSite], segmenters: Mapping[str, ArrayRecord], run_dir: RunDirectory) -> None:
-    """Evaluate each trained segmenter and each fusion of them on every site's validation and test cases."""
+    """Evaluate each trained segmenter and each fusion of them on every site's validation and test cases.
+
+    One message per site and split carries all the segmenters; the site answers every candidate's
+    metrics, keyed ``<candidate>/<metric>`` (``segmentation_candidates`` names them).
+    """
     train_nodes = [n for n, s in sites.items() if s.trains]
-    attached = {f"{SEGMENTER_PREFIX}{n}": r for n, r in segmenters.items()}
-    candidates: list[tuple[str, RunConfig, dict[str, ArrayRecord], dict[str, Any]]] = [
-        (name, cfg.for_segmenter(name), {"arrays": record}, {}) for name, record in segmenters.items()
-    ]
-    candidates += [(f"fusion-{rule}", cfg.for_segmenter(cfg.segmenter_list[0]), attached, {"fusion": rule}) for rule in FUSION_RULES]
-    for label, stage_cfg, records, extras in candidates:
-        validation = _evaluate(grid, stage_cfg, {n: sites[n] for n in train_nodes}, records, extras | {"split": "val"})
-        test = _evaluate(grid, stage_cfg, sites, records, extras | {"split": "test"})
-        _record_final(run_dir, sites, train_nodes, validation, test, "federated", label)
-        dice = {site: round(float(m["seg-dice"]), 3) for site, m in test.items() if "seg-dice" in m}
+    records = {f"{SEGMENTER_PREFIX}{n}": r for n, r in segmenters.items()}
+    stage_cfg = cfg.for_segmenter(cfg.segmenter_list[0])
+    extras = {"candidates": ",".join(segmentation_candidates(cfg))}
+    validation = _evaluate(grid, stage_cfg, {n: sites[n] for n in train_nodes}, records, extras | {"split": "val"})
+    test = _evaluate(grid, stage_cfg, sites, records, extras | {"split": "test"})
+    for label in segmentation_candidates(cfg):
+        val_rows, test_rows = (
+            {site: {k.partition("/")[2]: v for k, v in m.items() if k.startswith(f"{label}/")} for site, m in replies.items()}
+            for replies in (validation, test)
+        )
+        _record_final(run_dir, sites, train_nodes, val_rows, test_rows, "federated", label)
+        dice = {site: round(float(m["seg-dice"]), 3) for site, m in test_rows.items() if "seg-dice" in m}
         logger.info("segmentation %s: test Dice per site %s", label, dice)
+
+
+def segmentation_candidates(cfg: RunConfig) -> list[str]:
+    """What the automatic pipeline's segmentation evaluation reports: each segmenter, then each fusion."""
+    return [*cfg.segmenter_list, *(f"fusion-{rule}" for rule in FUSION_RULES)]
 
 
 def _record_final(

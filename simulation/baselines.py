@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from client.data import SiteData, pool_site_data
-from client.site import State, compare_models, evaluate_split, fused_segmenter, model_for, stage_data, train_round
+from client.site import State, compare_models, evaluate_split, model_for, segmentation_candidate, stage_data, train_round
 from client.site_config import SiteConfig
 from evaluation.pooling import at_threshold
-from models.run_config import FUSION_RULES, RunConfig
+from models.run_config import RunConfig
 from models.task import task_for
-from server.federation import stage_plan
+from server.federation import segmentation_candidates, stage_plan
 from server.operating_point import threshold_from_site_metrics
 from server.run_dir import RunDirectory
 
@@ -78,9 +78,9 @@ def run_baseline(name: str, members: Sequence[SiteConfig], cfg: RunConfig, sites
             segmenters[stage] = state
             evaluate_everywhere(name, model, stage_cfg, members, sites, run_dir, segmenter=stage)
             if len(segmenters) == len(cfg.segmenter_list):
-                for rule in FUSION_RULES:
-                    fused = fused_segmenter(cfg, segmenters, rule)
-                    evaluate_everywhere(name, fused, stage_cfg, members, sites, run_dir, segmenter=f"fusion-{rule}")
+                for label in segmentation_candidates(cfg)[len(segmenters):]:
+                    fused = segmentation_candidate(cfg, segmenters, label)
+                    evaluate_everywhere(name, fused, stage_cfg, members, sites, run_dir, segmenter=label)
         else:
             evaluate_everywhere(name, model, stage_cfg, members, sites, run_dir, crop_with, cfg.segmenter if task.needs_masks else "")
         last = (stage_cfg, model)

@@ -127,10 +127,11 @@ def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(t
     assert list(trained.content["arrays"].keys()) == list(segmenter.keys())
     fused = evaluate(
         _incoming(MessageType.EVALUATE, RecordDict({"seg:unet": trained.content["arrays"], "config": ConfigRecord(
-            CFG.replace(segmenters="unet", task="segmentation", seg_image_size=32).to_mapping() | {"split": "test", "fusion": "union"})})),
+            CFG.replace(segmenters="unet", task="segmentation", seg_image_size=32).to_mapping() | {"split": "test", "candidates": "unet,fusion-union"})})),
         context,
     )
-    assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["seg-n"] > 0
+    assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["fusion-union/seg-n"] > 0
+    assert fused.content["metrics"]["unet/seg-n"] == fused.content["metrics"]["fusion-union/seg-n"]
     _assert_scalar_metrics(fused.content["metrics"])
     crops = CFG.replace(segmenters="unet", lesion_crop="predicted", seg_image_size=32)
     classifier = _global_arrays()

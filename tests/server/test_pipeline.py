@@ -63,6 +63,9 @@ def test_segmenters_then_classifier_on_predicted_crops(tmp_path: Path) -> None:
     for message in trains:
         carried = set(message.content.array_records)
         assert carried == ({"arrays", "seg:unet", "seg:deeplabv3"} if message.content["config"]["task"] == "classification" else {"arrays"})
+    seg_evals = [m for m in grid.sent if m.metadata.message_type == "evaluate" and "candidates" in m.content["config"]]
+    assert len(seg_evals) == 5  # one message per site and split carries every segmenter: val at a, b; test at a, b, ext
+    assert {m.content["config"]["candidates"] for m in seg_evals} == {"unet,deeplabv3,fusion-mean,fusion-union"}
     classifier = torch.load(run_dir / "checkpoints" / "classifier.pt")
     assert set(classifier) == set(torch.load(run_dir / "checkpoints" / "final.pt"))
     # Grad-CAM overlays stay at the sites; the run directory holds none
