@@ -12,7 +12,7 @@ from flwr.clientapp import ClientApp
 from client.data import SiteData, load_site_data, site_path_for_partition
 from client.errors import SiteDataError
 from client.privacy_guard import privacy_guard
-from client.site import describe_site, evaluate_candidates, evaluate_split, explain, model_for, stage_data, train_round
+from client.site import describe_site, evaluate_candidates, evaluate_split, model_for, stage_data, train_round
 from client.site_config import SiteConfig, load_site_config
 from models.fusion import SEGMENTER_PREFIX
 from models.run_config import RunConfig
@@ -120,7 +120,5 @@ def evaluate(message: Message, context: Context) -> Message:
         model = model_for(cfg, message.content["arrays"].to_torch_state_dict())
     except SiteDataError as err:
         return _refuse(message, err)
-    metrics = evaluate_split(data, model, cfg, split, float(extras.get("threshold", 0.5)))
-    if extras.get("grad-cam"):
-        metrics["grad-cam-written"] = explain(data, model, cfg, split, str(extras["grad-cam"]))
+    metrics = evaluate_split(data, model, cfg, split, float(extras.get("threshold", 0.5)), str(extras.get("grad-cam", "")))
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

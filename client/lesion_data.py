@@ -60,19 +60,17 @@ def lesion_site_data(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None
 
 def _crop_site(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None) -> SiteData:
     """Crop every split of a site."""
+    if cfg.lesion_crop == "predicted" and segmenter is None:
+        raise ValueError("lesion-crop = predicted needs a segmenter")
+    device = resolve_device(base.config.compute.device)
     splits: dict[str, SplitData] = {}
     without_lesion: dict[str, int] = {}
     for name, split in base.splits.items():
-        if cfg.lesion_crop == "predicted":
-            if segmenter is None:
-                raise ValueError("lesion-crop = predicted needs a segmenter")
-            device = resolve_device(base.config.compute.device)
-            predicted = predict(segmenter, base.loader(name, train=False), SegmentationTask(), device).masks
-            masks = predicted if predicted is not None else torch.zeros(0)
-        else:
-            masks = split.masks  # type: ignore[assignment]
+        masks = split.masks
+        if segmenter is not None and cfg.lesion_crop == "predicted":
+            masks = predict(segmenter, base.loader(name, train=False), SegmentationTask(), device).masks  # None: empty split
         images, found = [], []
-        for case, mask in zip(split.cases, masks):
+        for case, mask in zip(split.cases, masks if masks is not None else []):
             pixels, truth, _ = read_case(case, base.config.data.crop)
             if cfg.lesion_crop == "mask":
                 if truth is None:

@@ -129,12 +129,15 @@ def train_round(
     return new_state, {"num-examples": stats.num_examples, "train-loss": stats.loss, "steps": stats.steps}
 
 
-def evaluate_split(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, threshold: float = 0.5) -> Metrics:
+def evaluate_split(
+    data: SiteData, model: nn.Module, cfg: RunConfig, split: str, threshold: float = 0.5, grad_cam_folder: str = ""
+) -> Metrics:
     """Evaluate a model on one split; only aggregates are returned.
 
     Case probabilities give AUC with DeLong CI, proportions at ``threshold``, calibration and
     the per-class score histograms from which the server picks an operating point. Lesion maps
     give Dice, IoU, precision and recall (``seg-`` keys) over the cases with a ground-truth mask.
+    With ``grad_cam_folder``, Grad-CAM overlays of a few of the same cases are written at the site.
     """
     if len(data.splits[split]) == 0:
         return {"num-examples": 0, "n": 0}
@@ -146,6 +149,8 @@ def evaluate_split(data: SiteData, model: nn.Module, cfg: RunConfig, split: str,
         metrics.update(segmentation_metrics(out))
     if cfg.lesion_crop != "none":
         metrics["crops-without-lesion"] = data.crops_without_lesion.get(split, 0)
+    if grad_cam_folder:
+        metrics["grad-cam-written"] = _explain(data, model, cfg, split, grad_cam_folder, out)
     return metrics
 
 
@@ -167,17 +172,15 @@ def segmentation_metrics(out: Prediction) -> Metrics:
     return {f"seg-{key.replace('_', '-')}": value for key, value in summary.items()}
 
 
-def explain(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, folder: str) -> int:
-    """Write Grad-CAM overlays of a few cases to the site's ``output_dir`` (never sent); return how many.
+def _explain(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, folder: str, out: Prediction) -> int:
+    """Write Grad-CAM overlays of a few cases, chosen by their scores in ``out``, to the site's ``output_dir`` (never sent).
 
-    Written to ``<output_dir>/grad_cam/<run-id>/<folder>/``.
+    Written to ``<output_dir>/grad_cam/<run-id>/<folder>/``; returns how many.
     """
     explained = task_for(cfg).explained(model)
     cases = data.splits[split]
-    if explained is None or cfg.grad_cam_cases < 1 or len(cases) == 0:
+    if explained is None or out.scores is None or cfg.grad_cam_cases < 1:
         return 0
-    out = predict(model, data.loader(split, train=False), task_for(cfg), torch.device("cpu"))
-    assert out.scores is not None
     target = Path(data.config.output_dir) / "grad_cam" / safe_name(cfg.run_id or "run") / safe_name(folder)
     paths = write_grad_cams(
         explained.cpu(), cases.images, out.scores.tolist(), out.labels.tolist(), [c.case_id for c in cases.cases], target, cfg.grad_cam_cases

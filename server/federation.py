@@ -87,19 +87,23 @@ def _run_stages(
             final = run_dir.load_checkpoint(f"round-{end:03d}")
         else:
             resumed = arrays if done > offset else None
-            attachments = {f"{SEGMENTER_PREFIX}{n}": r for n, r in segmenters.items()} if stage_cfg.lesion_crop == "predicted" else {}
-            final = _train(grid, stage_cfg, sites, excluded, run_dir, offset, done - offset if resumed is not None else 0, resumed, attachments)
+            crop_with = _attached(segmenters) if stage_cfg.lesion_crop == "predicted" else {}
+            final = _train(grid, stage_cfg, sites, excluded, run_dir, offset, done - offset if resumed is not None else 0, resumed, crop_with)
         run_dir.save_checkpoint(name or "final", final)
         if stage_cfg.task == "segmentation" and cfg.pipeline == "automatic":
             segmenters[name] = final
             if len(segmenters) == len(cfg.segmenter_list):
                 segmentation_evaluation(grid, cfg, sites, segmenters, run_dir)
         else:
-            attachments = {f"{SEGMENTER_PREFIX}{n}": r for n, r in segmenters.items()}
-            final_evaluation(grid, stage_cfg, sites, final, run_dir, attachments)
+            final_evaluation(grid, stage_cfg, sites, final, run_dir, _attached(segmenters))
     if cfg.pipeline == "automatic":
         run_dir.save_checkpoint("final", final)
     return final
+
+
+def _attached(segmenters: Mapping[str, ArrayRecord]) -> dict[str, ArrayRecord]:
+    """The trained segmenters as the records that ride along with messages (``seg:<name>``)."""
+    return {f"{SEGMENTER_PREFIX}{name}": record for name, record in segmenters.items()}
 
 
 def stage_plan(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
@@ -193,7 +197,7 @@ def segmentation_evaluation(grid: Grid, cfg: RunConfig, sites: dict[int, NodeSit
     metrics, keyed ``<candidate>/<metric>`` (``segmentation_candidates`` names them).
     """
     train_nodes = [n for n, s in sites.items() if s.trains]
-    records = {f"{SEGMENTER_PREFIX}{n}": r for n, r in segmenters.items()}
+    records = _attached(segmenters)
     stage_cfg = cfg.for_segmenter(cfg.segmenter_list[0])
     extras = {"candidates": ",".join(segmentation_candidates(cfg))}
     validation = _evaluate(grid, stage_cfg, {n: sites[n] for n in train_nodes}, records, extras | {"split": "val"})

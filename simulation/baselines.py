@@ -65,7 +65,6 @@ def run_baseline(name: str, members: Sequence[SiteConfig], cfg: RunConfig, sites
     Returns the last stage's config, model and the segmenters it cropped with (if any).
     """
     segmenters: dict[str, State] = {}
-    last: tuple[RunConfig, nn.Module] | None = None
     task = task_for(cfg)
     for stage, stage_cfg in stage_plan(cfg):
         crop_with = segmenters if stage_cfg.lesion_crop == "predicted" else None
@@ -83,9 +82,7 @@ def run_baseline(name: str, members: Sequence[SiteConfig], cfg: RunConfig, sites
                     evaluate_everywhere(name, fused, stage_cfg, members, sites, run_dir, segmenter=label)
         else:
             evaluate_everywhere(name, model, stage_cfg, members, sites, run_dir, crop_with, cfg.segmenter if task.needs_masks else "")
-        last = (stage_cfg, model)
-    assert last is not None
-    return last[0], last[1], segmenters
+    return stage_cfg, model, segmenters  # the last stage's (stage_plan is never empty)
 
 
 def run_baselines(run_dir: RunDirectory, cfg: RunConfig, sites: list[SiteConfig]) -> None:
