@@ -1,4 +1,10 @@
-"""axilla-client: check a site's config and data, then run the site's SuperNode."""
+"""axilla-client: check a site's config and data, then run the site's worker and SuperNode.
+
+The site worker (``python -m client.worker``) is a long-lived process that imports torch and MONAI
+once and keeps data and models in memory; the ClientApp process Flower starts for each message
+forwards the message to it over a private Unix socket (node config key ``site-worker``), and does
+the work itself while the worker is unreachable. The worker logs to ``<output_dir>/logs/worker.log``.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,27 @@ import argparse
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 from client.data import load_site_data, site_summary
 from client.errors import SiteDataError
 from client.site_config import load_site_config
+from client.worker_link import WorkerError, WorkerUnavailable, default_socket_path, ping, socket_path_for
 from models.run_config import RunConfig
 from server.study import StudyError, generate_site_keys
-from server.superlink import executable, with_own_bin_on_path
+from server.superlink import executable, stop_process, with_own_bin_on_path
 
 SUPERLINK_UNREACHABLE = 305  # Flower's exit code for a SuperNode that cannot activate at the SuperLink
 FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
+WORKER_READY_TIMEOUT = 180.0  # seconds for the worker to import torch and MONAI and listen
+WORKER_STABLE_AFTER = 300.0  # a worker that ran this long before dying restarts after the shortest delay
 
 
 def check_site(site_config: Path, image_size: int) -> str:
@@ -30,9 +41,17 @@ def check_site(site_config: Path, image_size: int) -> str:
     return site_summary(load_site_data(config, image_size))
 
 
-def supernode_command(args: argparse.Namespace) -> list[str]:
+def node_config(site: Path, worker_socket: Path | None = None) -> str:
+    """The SuperNode's ``--node-config``: the site config and, when a worker runs, its socket (TOML literal strings)."""
+    entries = [f"site-config='{site.resolve()}'"]
+    if worker_socket is not None:
+        entries.append(f"site-worker='{worker_socket}'")
+    return " ".join(entries)
+
+
+def supernode_command(args: argparse.Namespace, worker_socket: Path | None = None) -> list[str]:
     """The ``flower-supernode`` command line for this site."""
-    cmd = [executable("flower-supernode"), "--superlink", args.superlink, "--node-config", f"site-config='{args.site.resolve()}'", "--port", str(args.local_port)]
+    cmd = [executable("flower-supernode"), "--superlink", args.superlink, "--node-config", node_config(args.site, worker_socket), "--port", str(args.local_port)]
     if args.insecure:
         cmd.append("--insecure")
     else:
@@ -65,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auth-key", type=Path, help="this site's private key (OpenSSH EC) enrolled by the coordinator")
     parser.add_argument("--local-port", type=int, default=9094, help="the SuperNode's local Runtime API port (loopback; one per site on a machine)")
     parser.add_argument("--insecure", action="store_true", help="no TLS and no authentication (local experiments only)")
+    parser.add_argument(
+        "--no-worker", action="store_true",
+        help="no site worker: every message is worked on in the ClientApp process Flower starts for it, which "
+        "imports torch and MONAI and loads the data each time (slower; the behaviour before the worker existed)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.generate_key:
         return generate_key(args.generate_key)
@@ -83,12 +107,149 @@ def main(argv: list[str] | None = None) -> int:
     if not args.insecure and not args.root_certificates:
         parser.error("--root-certificates is required (or --insecure for loopback tests)")
     signal.signal(signal.SIGTERM, _terminate)
-    return run_supernode(supernode_command(args))
+    if args.no_worker:
+        return run_supernode(supernode_command(args))
+    return run_with_worker(args)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """Turn SIGTERM into SystemExit so the SuperNode is stopped on the way out."""
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit so the SuperNode (and the worker) are stopped on the way out."""
     raise SystemExit(128 + signum)
+
+
+def run_with_worker(args: argparse.Namespace) -> int:
+    """Start the site worker, wait until it answers, then run the SuperNode; stop both on the way out."""
+    output_dir = load_site_config(args.site).output_dir
+    worker = SiteWorker(args.site.resolve(), socket_path_for(output_dir), output_dir / "logs" / "worker.log")
+    if worker.socket_path != default_socket_path(output_dir):
+        worker.temp_dir = worker.socket_path.parent  # the short fallback folder is ours to remove
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        worker.stopping.set()  # before anything else, so a worker dying of the same signal is not restarted
+        _terminate(signum, frame)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        print(f"starting the site worker (log: {worker.log_path})", flush=True)
+        worker.start()
+        print(f"site worker ready (pid {worker.pid}, socket {worker.socket_path})", flush=True)
+        return run_supernode(supernode_command(args, worker.socket_path))
+    except WorkerStartError as err:
+        print(f"axilla-client: {err}\n(axilla-client --no-worker runs without it)", file=sys.stderr)
+        return 1
+    finally:
+        worker.stop()
+
+
+class WorkerStartError(RuntimeError):
+    """The site worker exited or did not answer in time; the message names its log."""
+
+
+class SiteWorker:
+    """The site worker process: started and waited for, restarted with back-off when it dies, stopped with us."""
+
+    def __init__(self, site: Path, socket_path: Path, log_path: Path, ready_timeout: float = WORKER_READY_TIMEOUT, max_delay: float = 60.0) -> None:
+        self.site = site
+        self.socket_path = socket_path
+        self.log_path = log_path
+        self.ready_timeout = ready_timeout
+        self.max_delay = max_delay
+        self.temp_dir: Path | None = None
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The current worker process's id."""
+        return self._proc.pid if self._proc is not None else None
+
+    def command(self) -> list[str]:
+        """``python -m client.worker`` for this site."""
+        return [sys.executable, "-m", "client.worker", "--site", str(self.site), "--socket", str(self.socket_path), "--parent-pid", str(os.getpid())]
+
+    def start(self) -> None:
+        """Start the worker, wait until it answers a ping, then watch it in the background."""
+        self._spawn()
+        self._wait_ready()
+        self._watcher = threading.Thread(target=self._watch, name="axilla-worker-watch", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start one worker process (same process group as us), its output appended to the log."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise WorkerStartError("axilla-client is stopping")
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("ab") as log:  # the child keeps its own handle
+                self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PATH": with_own_bin_on_path()})
+            self._started_at = time.monotonic()
+            return self._proc
+
+    def _wait_ready(self) -> None:
+        """Poll until the current worker answers a ping from its own pid; WorkerStartError if it exits or takes too long."""
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise WorkerStartError(f"the site worker exited with code {proc.returncode} before it was ready; see {self.log_path}:\n{_tail(self.log_path)}")
+            try:
+                if ping(self.socket_path, 1.0).get("pid") == proc.pid:
+                    return
+            except (WorkerUnavailable, WorkerError):
+                pass
+            if time.monotonic() > deadline:
+                stop_process(proc, grace=5.0)
+                raise WorkerStartError(f"the site worker did not answer within {self.ready_timeout:.0f} s; see {self.log_path}")
+            if self.stopping.wait(0.25):
+                raise WorkerStartError("axilla-client is stopping")
+
+    def _watch(self) -> None:
+        """Restart the worker whenever it dies, waiting 1, 2, 4, ... s (at most ``max_delay``) in between."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            proc = self._proc
+            assert proc is not None
+            code = proc.wait()
+            if self.stopping.is_set():
+                return
+            if time.monotonic() - self._started_at > WORKER_STABLE_AFTER:
+                delay = 1.0
+            print(f"axilla-client: the site worker exited with code {code} (see {self.log_path}); messages are worked on in-process until it is back; restarting in {delay:.0f} s", flush=True)
+            if self.stopping.wait(delay):
+                return
+            delay = min(2 * delay, self.max_delay)
+            try:
+                self._spawn()
+                self._wait_ready()
+            except WorkerStartError as err:
+                if not self.stopping.is_set():
+                    print(f"axilla-client: {err}", flush=True)
+                continue
+            print(f"axilla-client: the site worker is back (pid {self.pid})", flush=True)
+
+    def stop(self) -> None:
+        """Stop the watcher and the worker (SIGTERM, then SIGKILL); remove a fallback socket folder."""
+        self.stopping.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            stop_process(proc, grace=10.0)
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file (empty when unreadable)."""
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def run_supernode(cmd: list[str], max_delay: float = 60.0) -> int:

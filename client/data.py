@@ -1,10 +1,17 @@
-"""A site's cases loaded once, validated, split and preprocessed into tensors."""
+"""A site's cases loaded once, validated, split and preprocessed into tensors.
+
+Preprocessed cases live in the site cache (``client/site_cache.py``), one entry per manifest row,
+keyed by the image's and mask's path, size and mtime_ns, the site's UI crop and the size, so only
+new or changed images are decoded; labels and splits are read from the manifest every time.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,12 +22,15 @@ from torch.utils.data import DataLoader
 
 from client.errors import SiteDataError
 from client.images import read_image, read_mask
-from client.manifest import Case, read_manifest
+from client.manifest import SPLITS, Case, read_manifest
+from client.site_cache import Arrays, Memory, SiteCache, cache_key, clear_memory, file_stamp
 from client.site_config import SiteConfig
 from client.splits import assign_splits, check_training_split
-from client.transforms import augment, crop_image, preprocess, preprocess_mask
+from client.transforms import CropSetting, augment, crop_image, preprocess, preprocess_mask
 
 logger = logging.getLogger("axilla.client")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -28,7 +38,8 @@ class SplitData:
     """One split's preprocessed images (N, 1, S, S), labels (N,) and lesion masks (N, 1, S, S).
 
     ``has_mask`` (N,) tells which cases have a manifest mask (the others' masks are zeros);
-    ``cases`` are the manifest rows, kept at the site to re-read images (lesion crops).
+    ``cases`` are the manifest rows, kept at the site to re-read images (lesion crops);
+    ``keys`` are their entries' keys in the site cache (what later stages key their own entries by).
     """
 
     images: torch.Tensor
@@ -37,6 +48,7 @@ class SplitData:
     masks: torch.Tensor | None = None
     has_mask: torch.Tensor | None = None
     cases: list[Case] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n, size = len(self), self.images.shape[-1]
@@ -104,51 +116,110 @@ class SiteData:
         )
 
 
-_CACHE: dict[tuple[str, int, float, float], SiteData] = {}
+@dataclass(frozen=True)
+class SiteIndex:
+    """A site's cases per split and label and a cheap fingerprint, from its manifest alone."""
+
+    counts: dict[str, dict[int, int]]
+    fingerprint: str
+
+
+_MEMORY: Memory[SiteData] = Memory(24)  # a simulation process may serve several sites and sizes
 
 
 def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
-    """Load, validate and preprocess a site's cases (cached per process and image size)."""
-    key = (str(config.path), image_size, config.path.stat().st_mtime, config.data.manifest.stat().st_mtime)
-    if key not in _CACHE:
-        _CACHE[key] = _load(config, image_size)
-    return _CACHE[key]
+    """Load, validate and preprocess a site's cases: from memory, else the site cache, decoding only what it lacks."""
+    cases, splits = _read_cases(config)
+    keys = [case_key(case, config.data.crop, image_size) for case in cases]
+    content = cache_key("site", repr(config), image_size, [[repr(c), splits[c.case_id], k] for c, k in zip(cases, keys)])
+    data = _MEMORY.get(content)
+    if data is None:
+        data = _load(config, image_size, cases, splits, keys)
+        _MEMORY.put(content, data)
+    return data
 
 
-def _load(config: SiteConfig, image_size: int) -> SiteData:
-    """Read every image of the manifest once; fail on the first bad row or file."""
+def site_index(config: SiteConfig) -> SiteIndex:
+    """Validate the manifest and count the cases per split and label, decoding no image (the handshake).
+
+    Fails like ``load_site_data`` on manifest-level problems (bad row, missing file, one-class
+    training split). The fingerprint is a cheap index fingerprint: a digest of the case ids, labels,
+    splits and each input file's path, size and mtime_ns, not of pixels as ``SiteData.fingerprint``.
+    """
+    cases, splits = _read_cases(config)
+    counts = {name: {0: 0, 1: 0} for name in SPLITS}
+    digest = hashlib.sha256()
+    for case in cases:
+        split = splits[case.case_id]
+        counts[split][case.label] += 1
+        digest.update(json.dumps([case.case_id, case.label, split, file_stamp(case.image), file_stamp(case.mask)]).encode())
+    return SiteIndex(counts, digest.hexdigest()[:16])
+
+
+def case_key(case: Case, crop: CropSetting, image_size: int) -> str:
+    """The site-cache key of a case's preprocessed input: its files' stamps, the site's UI crop and the size."""
+    return cache_key("case", file_stamp(case.image), file_stamp(case.mask), crop, image_size)
+
+
+def _read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
+    """The manifest's validated rows and every case's split; a training site needs both labels in training."""
     cases = read_manifest(config.data.manifest)
     splits = assign_splits(cases, config.role, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
     if config.trains:
         check_training_split(cases, splits, str(config.data.manifest))
+    return cases, splits
+
+
+def _load(config: SiteConfig, image_size: int, cases: list[Case], splits: dict[str, str], keys: list[str]) -> SiteData:
+    """Take every case from the site cache, decoding and storing the missing ones; fail on the first bad row or file."""
+    cache = SiteCache(config.output_dir)
     prep, prep_mask = preprocess(image_size), preprocess_mask(image_size)
     shapes: Counter[tuple[int, int]] = Counter()
     digest = hashlib.sha256()
-    by_split: dict[str, list[tuple[torch.Tensor, torch.Tensor | None, Case]]] = {s: [] for s in ("train", "val", "test")}
-    for case in cases:
-        pixels, mask, shape = read_case(case, config.data.crop)
-        shapes[shape] += 1
-        tensor = torch.as_tensor(prep(torch.as_tensor(pixels[None])), dtype=torch.float32)
-        small = None if mask is None else torch.as_tensor(prep_mask(torch.as_tensor(mask[None], dtype=torch.float32)) > 0.5).to(torch.uint8)
-        by_split[splits[case.case_id]].append((tensor, small, case))
-        digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode())
-        digest.update(tensor.numpy().tobytes())
-        if small is not None:
-            digest.update(small.numpy().tobytes())
-    empty = torch.zeros(1, image_size, image_size, dtype=torch.uint8)
-    out = {
-        name: SplitData(
-            images=torch.stack([t for t, _, _ in items]) if items else torch.empty(0, 1, image_size, image_size),
-            labels=torch.tensor([c.label for _, _, c in items], dtype=torch.long),
-            scanners=[c.scanner for _, _, c in items],
-            masks=torch.stack([empty if m is None else m for _, m, _ in items]) if items else None,
-            has_mask=torch.tensor([m is not None for _, m, _ in items], dtype=torch.bool),
-            cases=[c for _, _, c in items],
-        )
-        for name, items in by_split.items()
-    }
-    logger.info("site %s: loaded %d images (%s)", config.site, len(cases), {k: len(v) for k, v in out.items()})
+    by_split: dict[str, list[tuple[Arrays, Case, str]]] = {s: [] for s in SPLITS}
+    decoded = 0
+    for case, key in zip(cases, keys):
+        entry = cache.get(key)
+        if entry is None:
+            entry = _prepare_case(case, config.data.crop, prep, prep_mask)
+            cache.put(key, entry)
+            decoded += 1
+        shapes[(int(entry["shape"][0]), int(entry["shape"][1]))] += 1
+        by_split[splits[case.case_id]].append((entry, case, key))
+        digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode() + entry["digest"].tobytes())
+    out = {name: _split_data(items, image_size) for name, items in by_split.items()}
+    logger.info(
+        "site %s: loaded %d images, %d decoded, %d from the site cache (%s)",
+        config.site, len(cases), decoded, len(cases) - decoded, {k: len(v) for k, v in out.items()},
+    )
     return SiteData(config, image_size, out, shapes, digest.hexdigest()[:16])
+
+
+def _prepare_case(case: Case, crop: CropSetting, prep: Transform, prep_mask: Transform) -> Arrays:
+    """A case's site-cache entry: preprocessed image (1, S, S), mask (if any), stored shape and content digest."""
+    pixels, mask, shape = read_case(case, crop)
+    image = torch.as_tensor(prep(torch.as_tensor(pixels[None])), dtype=torch.float32).numpy()
+    entry = {"image": image, "shape": np.array(shape, dtype=np.int64)}
+    digest = hashlib.sha256(image.tobytes())
+    if mask is not None:
+        entry["mask"] = (torch.as_tensor(prep_mask(torch.as_tensor(mask[None], dtype=torch.float32))) > 0.5).to(torch.uint8).numpy()
+        digest.update(b"mask" + entry["mask"].tobytes())
+    entry["digest"] = np.frombuffer(digest.digest(), dtype=np.uint8)
+    return entry
+
+
+def _split_data(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
+    """One split's tensors from its cases' entries."""
+    empty = np.zeros((1, size, size), dtype=np.uint8)
+    return SplitData(
+        images=torch.from_numpy(np.stack([e["image"] for e, _, _ in items])) if items else torch.empty(0, 1, size, size),
+        labels=torch.tensor([c.label for _, c, _ in items], dtype=torch.long),
+        scanners=[c.scanner for _, c, _ in items],
+        masks=torch.from_numpy(np.stack([e.get("mask", empty) for e, _, _ in items])) if items else None,
+        has_mask=torch.tensor(["mask" in e for e, _, _ in items], dtype=torch.bool),
+        cases=[c for _, c, _ in items],
+        keys=[k for _, _, k in items],
+    )
 
 
 def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
@@ -167,8 +238,8 @@ def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.nda
 
 
 def clear_cache() -> None:
-    """Forget every loaded site (tests, or after a site's data changed)."""
-    _CACHE.clear()
+    """Forget every site and crop set kept in this process (tests); the site cache on disk stays."""
+    clear_memory()
 
 
 def site_summary(data: SiteData) -> str:
@@ -212,8 +283,9 @@ def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:
             masks=torch.cat([s.splits[split].masks for s in sites]),  # type: ignore[misc]
             has_mask=torch.cat([s.splits[split].has_mask for s in sites]),  # type: ignore[misc]
             cases=[c for s in sites for c in s.splits[split].cases],
+            keys=[k for s in sites for k in s.splits[split].keys],
         )
-        for split in ("train", "val", "test")
+        for split in SPLITS
     }
     shapes: Counter[tuple[int, int]] = sum((s.image_shapes for s in sites), Counter())
     config = replace(first.config, site=name)

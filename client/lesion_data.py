@@ -6,6 +6,11 @@ largest lesion, takes its smallest box grown by ``crop-margin`` (given in pixels
 segmenter's grid, scaled with the image), crops, min-max normalises and resizes to
 ``image-size``. With ``lesion-crop = mask`` the manifest's ground-truth masks are used instead
 (a reference only: the automatic pipeline never crops with them).
+
+Every case's crop is a site-cache entry keyed by its base entry's key (its files, UI crop and
+``seg-image-size``), the segmenters' weights digest, ``lesion-crop``, ``crop-margin`` and
+``image-size``: a later process with the same segmenters neither segments nor crops again, and a
+changed image is segmented and cropped alone.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from typing import cast
 
+import numpy as np
 import torch
 from monai.transforms import Resize
 from torch import nn
@@ -21,14 +29,15 @@ from torch import nn
 from client.data import SiteData, SplitData, read_case
 from client.errors import SiteDataError
 from client.lesion_crop import crop_lesion
+from client.manifest import Case
+from client.site_cache import Arrays, Memory, SiteCache, cache_key
 from client.training import predict, resolve_device
 from models.run_config import RunConfig
 from models.task import SegmentationTask
 
 logger = logging.getLogger("axilla.client")
 
-_CACHE: dict[tuple[str, str, int, int, str], SiteData] = {}
-_CACHE_SIZE = 24
+_MEMORY: Memory[SiteData] = Memory(24)  # a simulation process may serve several sites; keep the newest crops
 
 
 def state_digest(states: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
@@ -42,53 +51,57 @@ def state_digest(states: Mapping[str, Mapping[str, torch.Tensor]]) -> str:
 
 
 def lesion_site_data(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None = None, weights_digest: str = "") -> SiteData:
-    """The site's cases as lesion crops of ``image-size`` px, cached per site, segmenter and settings.
+    """The site's cases as lesion crops of ``image-size`` px, from memory, else the site cache, cropping only what it lacks.
 
     Args:
         base: the site loaded at ``seg-image-size`` (the segmenter's input).
         cfg: the run config (``lesion-crop``, ``crop-margin``, ``image-size``).
         segmenter: the (fused) segmenter for ``lesion-crop = predicted``; unused for ``mask``.
-        weights_digest: identifies the segmenter's weights in the cache key.
+        weights_digest: identifies the segmenter's weights (``state_digest``) in the cache keys;
+            by default the segmenter's own ``state_dict`` is digested.
     """
-    key = (base.fingerprint, weights_digest if cfg.lesion_crop == "predicted" else "truth", cfg.image_size, cfg.crop_margin, cfg.lesion_crop)
-    if key not in _CACHE:
-        while len(_CACHE) >= _CACHE_SIZE:  # a simulation process may serve several sites; keep the newest crops
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = _crop_site(base, cfg, segmenter)
-    return _CACHE[key]
+    made_by = _made_by(cfg, segmenter, weights_digest)
+    keys = {
+        name: [cache_key("lesion", k, cfg.lesion_crop, made_by, cfg.crop_margin, cfg.image_size, base.image_size) for k in split.keys]
+        for name, split in base.splits.items()
+    }
+    content = cache_key("lesion-site", repr(base.config), base.fingerprint, keys)
+    data = _MEMORY.get(content)
+    if data is None:
+        data = _crop_site(base, cfg, segmenter, keys)
+        _MEMORY.put(content, data)
+    return data
 
 
-def _crop_site(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None) -> SiteData:
-    """Crop every split of a site."""
-    if cfg.lesion_crop == "predicted" and segmenter is None:
+def _made_by(cfg: RunConfig, segmenter: nn.Module | None, weights_digest: str) -> list[str]:
+    """What the lesion maps come from: the ground truth, or the segmenters' weights and fusion rule."""
+    if cfg.lesion_crop != "predicted":
+        return ["truth"]
+    if segmenter is None:
         raise ValueError("lesion-crop = predicted needs a segmenter")
-    device = resolve_device(base.config.compute.device)
+    return [weights_digest or state_digest({type(segmenter).__name__: segmenter.state_dict()}), cfg.seg_fusion]
+
+
+def _crop_site(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None, keys: dict[str, list[str]]) -> SiteData:
+    """Crop every split of a site, taking the cases the site cache holds from it."""
+    cache = SiteCache(base.config.output_dir)
     splits: dict[str, SplitData] = {}
     without_lesion: dict[str, int] = {}
     for name, split in base.splits.items():
-        masks = split.masks
-        if segmenter is not None and cfg.lesion_crop == "predicted":
-            masks = predict(segmenter, base.loader(name, train=False), SegmentationTask(), device).masks  # None: empty split
-        images, found = [], []
-        for case, mask in zip(split.cases, masks if masks is not None else []):
-            pixels, truth, _ = read_case(case, base.config.data.crop)
-            if cfg.lesion_crop == "mask":
-                if truth is None:
-                    raise SiteDataError(f"manifest row {case.row} (case {case.case_id}): lesion-crop = mask needs a mask", "case without a mask")
-                full = truth
-            else:
-                full = Resize(pixels.shape, mode="nearest")(mask.float())[0].numpy() > 0.5
-            margin = int(round(cfg.crop_margin * max(pixels.shape) / base.image_size))
-            crop = crop_lesion(pixels, full, cfg.image_size, margin)
-            images.append(torch.from_numpy(crop.image)[None])
-            found.append(crop.lesion_found)
-        without_lesion[name] = len(found) - sum(found)
+        entries = [cache.get(key) for key in keys[name]]
+        todo = [i for i, entry in enumerate(entries) if entry is None]
+        for i, lesion_map in zip(todo, _lesion_maps(base, name, todo, cfg, segmenter), strict=True):
+            entries[i] = _crop_case(base, split.cases[i], lesion_map, cfg)
+            cache.put(keys[name][i], entries[i])
+        crops = cast(list[Arrays], entries)
+        without_lesion[name] = sum(not bool(crop["found"]) for crop in crops)
         size = cfg.image_size
         splits[name] = SplitData(
-            images=torch.stack(images) if images else torch.empty(0, 1, size, size),
+            images=torch.from_numpy(np.stack([crop["image"] for crop in crops])) if crops else torch.empty(0, 1, size, size),
             labels=split.labels,
             scanners=split.scanners,
             cases=split.cases,
+            keys=keys[name],
         )
     if sum(without_lesion.values()):
         logger.warning("site %s: no lesion found in %d image(s); they are classified whole", base.config.site, sum(without_lesion.values()))
@@ -96,3 +109,32 @@ def _crop_site(base: SiteData, cfg: RunConfig, segmenter: nn.Module | None) -> S
     for split in splits.values():
         digest.update(split.images.numpy().tobytes())
     return SiteData(base.config, cfg.image_size, splits, base.image_shapes, digest.hexdigest()[:16], without_lesion)
+
+
+def _lesion_maps(base: SiteData, split: str, rows: list[int], cfg: RunConfig, segmenter: nn.Module | None) -> list[torch.Tensor | None]:
+    """The segmenter's lesion maps (1, S, S) of a split's ``rows`` at ``seg-image-size``; None each for ``lesion-crop = mask``."""
+    if cfg.lesion_crop != "predicted" or not rows:
+        return [None] * len(rows)
+    assert segmenter is not None
+    whole = base.splits[split]
+    subset = SplitData(
+        images=whole.images[rows], labels=whole.labels[rows], masks=whole.masks[rows], has_mask=whole.has_mask[rows]  # type: ignore[index]
+    )
+    loader = replace(base, splits={split: subset}).loader(split, train=False)
+    masks = predict(segmenter, loader, SegmentationTask(), resolve_device(base.config.compute.device)).masks
+    assert masks is not None
+    return list(masks)
+
+
+def _crop_case(base: SiteData, case: Case, lesion_map: torch.Tensor | None, cfg: RunConfig) -> Arrays:
+    """One case's crop entry: the crop (1, size, size) cut from the full-resolution image, and whether a lesion was found."""
+    pixels, truth, _ = read_case(case, base.config.data.crop)
+    if lesion_map is None:
+        if truth is None:
+            raise SiteDataError(f"manifest row {case.row} (case {case.case_id}): lesion-crop = mask needs a mask", "case without a mask")
+        full = truth
+    else:
+        full = Resize(pixels.shape, mode="nearest")(lesion_map.float())[0].numpy() > 0.5
+    margin = int(round(cfg.crop_margin * max(pixels.shape) / base.image_size))
+    crop = crop_lesion(pixels, full, cfg.image_size, margin)
+    return {"image": crop.image[None].astype(np.float32), "found": np.array(crop.lesion_found)}

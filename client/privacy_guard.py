@@ -30,17 +30,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
-from evaluation.roc_band import ROC_GRID
-from evaluation.thresholds import HIST_BINS
+from protocol.messages import ARRAYS, CONFIG, POLICY_VIOLATION, REPLY_RECORDS, SiteDescription
+from protocol.metrics import METRIC_LENGTHS, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
-
-POLICY_VIOLATION = 4002  # Error.code of a reply withheld by the privacy guard
-FIXED_LENGTHS = frozenset({2, HIST_BINS, len(ROC_GRID)})  # CIs, score histograms, the ROC band's FPR grid
-HANDSHAKE_KEYS = frozenset(
-    {"site", "role", "fingerprint", "version", "share-case-predictions"}
-    | {f"n-{split}-{c}" for split in ("train", "val", "test") for c in ("pos", "neg")}
-)
 
 
 def _has_path(text: str) -> bool:
@@ -51,37 +44,52 @@ def _array_signature(record: ArrayRecord) -> dict[str, tuple[str, tuple[int, ...
     return {key: (str(a.dtype), tuple(a.shape)) for key, a in record.items()}
 
 
+def _candidates(incoming: Message) -> set[str]:
+    """The segmentation candidates an evaluation message asked for (their metrics are prefixed by name)."""
+    config = incoming.content.config_records.get(CONFIG, {}) if incoming.has_content() else {}
+    return {c for c in str(config.get("candidates", "")).split(",") if c}
+
+
+def _metric_problems(record: MetricRecord, candidates: set[str], share_case_predictions: bool) -> list[str]:
+    """Metrics outside the protocol: unknown names, non-numbers, lists of a length the protocol does not fix."""
+    problems = []
+    for key, value in record.items():
+        candidate, name = split_candidate_metric(key)
+        if name not in METRIC_LENGTHS or (candidate and candidate not in candidates):
+            problems.append(f"metric '{key}' is not part of the protocol")
+        elif isinstance(value, list):
+            if not all(isinstance(x, (int, float)) for x in value):
+                problems.append(f"metric '{key}' holds non-numbers")
+            elif len(value) != METRIC_LENGTHS[name] and not share_case_predictions:
+                problems.append(f"metric '{key}' is a list of {len(value)} values (per-case values need the site's opt-in)")
+        elif not isinstance(value, (int, float)):
+            problems.append(f"metric '{key}' is not a number")
+    return problems
+
+
 def policy_violations(incoming: Message, reply: Message, share_case_predictions: bool = False) -> list[str]:
     """Every way ``reply`` (to ``incoming``) breaks the privacy policy; empty when it may leave."""
     if reply.has_error():
         return ["error reason contains a path"] if _has_path(str(reply.error.reason)) else []
     kind = incoming.metadata.message_type
+    allowed = REPLY_RECORDS.get(kind, {})
     sent = incoming.content.array_records if incoming.has_content() else {}
-    model = sent.get("arrays") if "arrays" in sent or len(sent) != 1 else next(iter(sent.values()))
     problems: list[str] = []
     for name, record in reply.content.items():
-        if isinstance(record, ArrayRecord):
-            if kind != "train":
-                problems.append(f"'{name}': model arrays in the reply to a {kind} message")
-            elif model is None or _array_signature(record) != _array_signature(model):
+        if name not in allowed or not isinstance(record, allowed[name]):
+            problems.append(f"'{name}': a {type(record).__name__} may not leave the site in the reply to a {kind} message")
+        elif isinstance(record, ArrayRecord):
+            model = sent.get(ARRAYS)
+            if model is None or _array_signature(record) != _array_signature(model):
                 problems.append(f"'{name}': arrays differ in keys, shapes or dtypes from the global model received")
         elif isinstance(record, MetricRecord):
+            problems += _metric_problems(record, _candidates(incoming), share_case_predictions)
+        elif isinstance(record, ConfigRecord):
             for key, value in record.items():
-                if isinstance(value, list):
-                    if not all(isinstance(x, (int, float)) for x in value):
-                        problems.append(f"metric '{key}' holds non-numbers")
-                    elif len(value) not in FIXED_LENGTHS and not share_case_predictions:
-                        problems.append(f"metric '{key}' is a list of {len(value)} values (per-case values need the site's opt-in)")
-                elif not isinstance(value, (int, float)):
-                    problems.append(f"metric '{key}' is not a number")
-        elif isinstance(record, ConfigRecord) and kind == "query":
-            for key, value in record.items():
-                if key not in HANDSHAKE_KEYS:
+                if key not in SiteDescription.KEYS:
                     problems.append(f"handshake key '{key}' is not part of the protocol")
                 elif isinstance(value, str) and _has_path(value):
                     problems.append(f"handshake '{key}' contains a path")
-        else:
-            problems.append(f"'{name}': a {type(record).__name__} may not leave the site in the reply to a {kind} message")
     return problems
 
 

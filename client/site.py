@@ -11,43 +11,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from client.data import SiteData, load_site_data
+from client.data import SiteData, load_site_data, pool_site_data
 from client.errors import SiteDataError
 from client.grad_cam import safe_name, write_grad_cams
-from client.lesion_data import lesion_site_data, state_digest
+from client.lesion_data import lesion_site_data
+from client.node_site import LocalSite
 from client.site_config import SiteConfig
 from client.training import Prediction, make_optimizer, predict, resolve_device, train_epochs
-from client.version import axilla_version
 from evaluation.classification import binary_metrics
-from evaluation.calibration import calibration_regression, hosmer_lemeshow
-from evaluation.delong import delong_test
-from evaluation.reclassification import idi, nri
-from evaluation.roc_band import roc_band
 from evaluation.thresholds import score_histograms
 from models.fusion import FusedSegmenter
 from models.run_config import RunConfig
 from models.segmentation_metrics import segmentation_scores, summarize
+from models.stages import segmenter_config
 from models.task import task_for
+from protocol.metrics import NUM_EXAMPLES, candidate_metric
 
 logger = logging.getLogger("axilla.client")
 State = Mapping[str, torch.Tensor]
 
 Metrics = dict[str, Any]
-
-
-def describe_site(data: SiteData) -> dict[str, Any]:
-    """The handshake answer: name, role, case counts per split and label, fingerprint, version."""
-    out: dict[str, Any] = {
-        "site": data.config.site,
-        "role": data.config.role,
-        "fingerprint": data.fingerprint,
-        "version": axilla_version(),
-        "share-case-predictions": data.config.privacy.share_case_predictions,
-    }
-    for split, counts in data.counts().items():
-        out[f"n-{split}-pos"] = counts[1]
-        out[f"n-{split}-neg"] = counts[0]
-    return out
 
 
 def model_for(cfg: RunConfig, state: State) -> nn.Module:
@@ -61,8 +44,8 @@ def fused_segmenter(cfg: RunConfig, states: Mapping[str, State], rule: str) -> n
     """The ``segmenters`` of the run, loaded from ``states`` (by name) and fused by ``rule``."""
     missing = [name for name in cfg.segmenter_list if name not in states]
     if missing:
-        raise SiteDataError(f"the message carries no weights for segmenter(s) {', '.join(missing)}")
-    return FusedSegmenter([model_for(cfg.for_segmenter(name), states[name]) for name in cfg.segmenter_list], rule)
+        raise SiteDataError(f"the message refers to no weights for segmenter(s) {', '.join(missing)}")
+    return FusedSegmenter([model_for(segmenter_config(cfg, name), states[name]) for name in cfg.segmenter_list], rule)
 
 
 def segmentation_candidate(cfg: RunConfig, states: Mapping[str, State], label: str) -> nn.Module:
@@ -70,8 +53,8 @@ def segmentation_candidate(cfg: RunConfig, states: Mapping[str, State], label: s
     if label.startswith("fusion-"):
         return fused_segmenter(cfg, states, label.removeprefix("fusion-"))
     if label not in states:
-        raise SiteDataError(f"the message carries no weights for segmenter {label}")
-    return model_for(cfg.for_segmenter(label), states[label])
+        raise SiteDataError(f"the message refers to no weights for segmenter {label}")
+    return model_for(segmenter_config(cfg, label), states[label])
 
 
 def evaluate_candidates(data: SiteData, cfg: RunConfig, states: Mapping[str, State], labels: list[str], split: str) -> Metrics:
@@ -79,24 +62,28 @@ def evaluate_candidates(data: SiteData, cfg: RunConfig, states: Mapping[str, Sta
     out: Metrics = {}
     for label in labels:
         model = segmentation_candidate(cfg, states, label)
-        out.update({f"{label}/{key}": value for key, value in evaluate_split(data, model, cfg, split).items()})
+        out.update({candidate_metric(label, key): value for key, value in evaluate_split(data, model, cfg, split).items()})
     return out
 
 
-def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, State] | None = None) -> SiteData:
-    """What the run's task trains and evaluates on at this site.
+def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, State] | None = None, digest: str = "") -> SiteData:
+    """What the run's task trains and evaluates on at this site (the task's ``inputs``).
 
-    Whole images at the task's input size, or (``lesion-crop``) lesion crops cut with the
-    ground-truth masks or with the fused ``segmenters`` received from the server.
+    Whole images, or lesion crops cut with the ground-truth masks or with the fused
+    ``segmenters`` the message refers to (``digest`` identifies their weights).
     """
-    task = task_for(cfg)
-    if cfg.lesion_crop == "none" or task.needs_masks:
-        return load_site_data(config, task.input_size(cfg))
-    base = load_site_data(config, cfg.seg_image_size)
-    if cfg.lesion_crop == "mask":
-        return lesion_site_data(base, cfg)
-    states = dict(segmenters or {})
-    return lesion_site_data(base, cfg, fused_segmenter(cfg, states, cfg.seg_fusion), state_digest(states))
+    spec = task_for(cfg).inputs(cfg)
+    base = load_site_data(config, spec.size)
+    if spec.crop == "none":
+        return base
+    segmenter = fused_segmenter(cfg, dict(segmenters or {}), cfg.seg_fusion) if spec.needs_segmenters else None
+    return lesion_site_data(base, cfg, segmenter, digest)
+
+
+def node_data(site: LocalSite, cfg: RunConfig, segmenters: Mapping[str, State] | None = None, digest: str = "") -> SiteData:
+    """A node's inputs: its site's, or the pooled baseline's members' pooled together."""
+    parts = [stage_data(config, cfg, segmenters, digest) for config in site.members]
+    return parts[0] if not site.pooled else pool_site_data(parts, site.name)
 
 
 def train_round(
@@ -106,7 +93,7 @@ def train_round(
 
     ``server_round`` (numbered across a pipeline's stages) seeds the round; the learning-rate
     schedule restarts with each stage (``server_round - stage_offset``). Returns the updated
-    state dict and scalar metrics; ``num-examples`` counts training cases.
+    state dict and scalar metrics; ``num_examples`` counts training cases.
     """
     task = task_for(cfg)
     if task.needs_masks:
@@ -126,7 +113,7 @@ def train_round(
         desc=f"{data.config.site} round {server_round}",
     )
     new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return new_state, {"num-examples": stats.num_examples, "train-loss": stats.loss, "steps": stats.steps}
+    return new_state, {NUM_EXAMPLES: stats.num_examples, "train_loss": stats.loss, "steps": stats.steps}
 
 
 def evaluate_split(
@@ -136,21 +123,21 @@ def evaluate_split(
 
     Case probabilities give AUC with DeLong CI, proportions at ``threshold``, calibration and
     the per-class score histograms from which the server picks an operating point. Lesion maps
-    give Dice, IoU, precision and recall (``seg-`` keys) over the cases with a ground-truth mask.
+    give Dice, IoU, precision and recall (``seg_`` keys) over the cases with a ground-truth mask.
     With ``grad_cam_folder``, Grad-CAM overlays of a few of the same cases are written at the site.
     """
     if len(data.splits[split]) == 0:
-        return {"num-examples": 0, "n": 0}
+        return {NUM_EXAMPLES: 0, "n": 0}
     out = predict(model, data.loader(split, train=False), task_for(cfg), resolve_device(data.config.compute.device))
-    metrics: Metrics = {"num-examples": int(len(out.labels)), "loss": out.loss}
+    metrics: Metrics = {NUM_EXAMPLES: int(len(out.labels)), "loss": out.loss}
     if out.scores is not None:
         metrics.update(classification_metrics(out.labels, out.scores, threshold))
     if out.masks is not None:
         metrics.update(segmentation_metrics(out))
-    if cfg.lesion_crop != "none":
-        metrics["crops-without-lesion"] = data.crops_without_lesion.get(split, 0)
+    if task_for(cfg).inputs(cfg).crop != "none":
+        metrics["crops_without_lesion"] = data.crops_without_lesion.get(split, 0)
     if grad_cam_folder:
-        metrics["grad-cam-written"] = _explain(data, model, cfg, split, grad_cam_folder, out)
+        metrics["grad_cam_written"] = _explain(data, model, cfg, split, grad_cam_folder, out)
     return metrics
 
 
@@ -158,7 +145,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     """AUC, proportions at ``threshold``, per-case statistics and the score histograms."""
     metrics: Metrics = dict(binary_metrics(labels, scores, threshold))
     metrics.update(per_case_statistics(labels, scores))
-    metrics["hist-pos"], metrics["hist-neg"] = score_histograms(labels, scores)
+    metrics["hist_pos"], metrics["hist_neg"] = score_histograms(labels, scores)
     return metrics
 
 
@@ -167,9 +154,9 @@ def segmentation_metrics(out: Prediction) -> Metrics:
     assert out.masks is not None and out.truth is not None and out.has_mask is not None
     keep = torch.from_numpy(out.has_mask)
     if not bool(keep.any()):
-        return {"seg-n": 0}
+        return {"seg_n": 0}
     summary = summarize(segmentation_scores(out.masks[keep], out.truth[keep]))
-    return {f"seg-{key.replace('_', '-')}": value for key, value in summary.items()}
+    return {f"seg_{key}": value for key, value in summary.items()}
 
 
 def _explain(data: SiteData, model: nn.Module, cfg: RunConfig, split: str, folder: str, out: Prediction) -> int:
@@ -195,6 +182,9 @@ def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
     Calibration slope and intercept, Hosmer-Lemeshow, and the ROC's bootstrap band on a fixed
     FPR grid (lists whose length never depends on the number of cases).
     """
+    from evaluation.calibration import calibration_regression, hosmer_lemeshow  # statsmodels: only where needed
+    from evaluation.roc_band import roc_band
+
     out: Metrics = {}
     if len(set(labels.tolist())) < 2:
         return out
@@ -202,7 +192,7 @@ def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
     out.update(hosmer_lemeshow(labels, scores))
     band = roc_band(labels, scores)
     if band:
-        out["roc-tpr-lo"], out["roc-tpr-hi"] = band["tpr_lo"], band["tpr_hi"]
+        out["roc_tpr_lo"], out["roc_tpr_hi"] = band["tpr_lo"], band["tpr_hi"]
     return out
 
 
@@ -214,6 +204,9 @@ def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module]], cfg: RunCon
     category-free NRI and IDI (``reference`` as the new model); computed at the site from
     per-case scores, only the statistics are returned.
     """
+    from evaluation.delong import delong_test
+    from evaluation.reclassification import idi, nri
+
     task = task_for(cfg)
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, (data, model) in inputs.items():

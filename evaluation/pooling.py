@@ -37,13 +37,13 @@ _DIGITS = 5
 def curves(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """ROC (with the site's bootstrap band if sent), calibration and decision curves from aggregates."""
     out: dict[str, Any] = {}
-    if "hist-pos" not in metrics or "hist-neg" not in metrics:
+    if "hist_pos" not in metrics or "hist_neg" not in metrics:
         return out
-    pos, neg = metrics["hist-pos"], metrics["hist-neg"]
+    pos, neg = metrics["hist_pos"], metrics["hist_neg"]
     if sum(pos) and sum(neg):
         out["roc"] = _rounded(roc_from_histograms(pos, neg))
-    if "roc-tpr-lo" in metrics and "roc-tpr-hi" in metrics:
-        out["roc_band"] = _rounded({"fpr": list(ROC_GRID), "tpr_lo": metrics["roc-tpr-lo"], "tpr_hi": metrics["roc-tpr-hi"]})
+    if "roc_tpr_lo" in metrics and "roc_tpr_hi" in metrics:
+        out["roc_band"] = _rounded({"fpr": list(ROC_GRID), "tpr_lo": metrics["roc_tpr_lo"], "tpr_hi": metrics["roc_tpr_hi"]})
     out["calibration"] = _rounded(calibration_curve_from_histograms(pos, neg))
     n = sum(pos) + sum(neg)
     if n:
@@ -63,7 +63,7 @@ THRESHOLD_KEYS = ("threshold", "tp", "fp", "tn", "fn", "accuracy", "sensitivity"
 def at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, Any]:
     """A split's metrics re-cut at another bin-edge threshold, from its histograms (exact, no re-evaluation)."""
     out = {k: v for k, v in metrics.items() if k not in THRESHOLD_KEYS}
-    tp, fp, tn, fn = confusion_from_histograms(metrics["hist-pos"], metrics["hist-neg"], threshold)
+    tp, fp, tn, fn = confusion_from_histograms(metrics["hist_pos"], metrics["hist_neg"], threshold)
     out.update({"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn})
     out.update(confusion_metrics(tp, fp, tn, fn))
     return out
@@ -71,10 +71,10 @@ def at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, Any]
 
 def pooled_metrics(per_site: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One model's metrics over several sites' cases, from their aggregates only."""
-    pos, neg = pool_histograms((m["hist-pos"], m["hist-neg"]) for m in per_site)
+    pos, neg = pool_histograms((m["hist_pos"], m["hist_neg"]) for m in per_site)
     counts = {k: sum(int(m[k]) for m in per_site) for k in ("tp", "fp", "tn", "fn")}
     n, n_pos = sum(pos) + sum(neg), sum(pos)
-    out: dict[str, Any] = {"n": n, "n_positive": n_pos, **counts, "hist-pos": pos, "hist-neg": neg}
+    out: dict[str, Any] = {"n": n, "n_positive": n_pos, **counts, "hist_pos": pos, "hist_neg": neg}
     thresholds = {m["threshold"] for m in per_site}
     if len(thresholds) == 1:
         out["threshold"] = thresholds.pop()

@@ -45,15 +45,15 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         },
         "sites": [_site_entry(s) for s in config["sites"]],
     }
-    report["run"].update(_pipeline_entry(run))
+    report["run"].update(config.get("description", {}))
     if config.get("excluded"):
         report["excluded"] = config["excluded"]
     final = [line for line in lines if line["round"] == "final" and line["status"] == "ok"]
-    order = [name for name in str(run.get("segmenters", "")).split(",") if name] if run.get("pipeline") == "automatic" else []
-    report["segmentation"] = segmentation_rows([line for line in final if "seg-dice" in line["metrics"]], order)
+    order = list(report["run"].get("segmenters", []))
+    report["segmentation"] = segmentation_rows([line for line in final if "seg_dice" in line["metrics"]], order)
     if not report["segmentation"]:
         del report["segmentation"]
-    final = [line for line in final if "hist-pos" in line["metrics"] or "auc" in line["metrics"]]
+    final = [line for line in final if "hist_pos" in line["metrics"] or "auc" in line["metrics"]]
     evaluated = [(line["model"], line["site"], line["split"], line["metrics"]) for line in final]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for model, _, split, metrics in evaluated:
@@ -75,24 +75,6 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     return report
 
 
-def _pipeline_entry(run: dict[str, Any]) -> dict[str, Any]:
-    """Run settings of segmentation, the automatic pipeline and the end-to-end model (only where they apply)."""
-    out: dict[str, Any] = {}
-    if run.get("pipeline") == "automatic":
-        out |= {"pipeline": "automatic", "segmenters": run["segmenters"].split(","), "seg_fusion": run["seg-fusion"]}
-    if run.get("pipeline") == "automatic" or run.get("lesion-crop", "none") != "none":
-        out |= {"lesion_crop": "predicted" if run.get("pipeline") == "automatic" else run["lesion-crop"], "crop_margin": run["crop-margin"]}
-    if run.get("task") in ("segmentation", "end-to-end") or run.get("pipeline") == "automatic":
-        out["seg_image_size"] = run["seg-image-size"] if run.get("task") != "end-to-end" else run["image-size"]
-    if run.get("task") in ("segmentation", "end-to-end"):
-        out["segmenter"] = run["segmenter"]
-    if run.get("task") == "end-to-end":
-        out["seg_loss_weight"] = run["seg-loss-weight"]
-    if run.get("threshold-rule") in ("sensitivity", "specificity"):
-        out["threshold_target"] = run["threshold-target"]
-    return out
-
-
 def segmentation_rows(lines: list[dict[str, Any]], order: list[str] | None = None) -> list[dict[str, Any]]:
     """``segmentation`` rows: one per (model, segmenter, site, split), and case-weighted means over sites (``all``).
 
@@ -103,7 +85,7 @@ def segmentation_rows(lines: list[dict[str, Any]], order: list[str] | None = Non
     for line in lines:
         m = line["metrics"]
         row = {"model": line["model"], "segmenter": line.get("segmenter", ""), "site": line["site"], "split": line["split"]}
-        row.update({k: m[f"seg-{k.replace('_', '-')}"] for k in SEGMENTATION_FIELDS if f"seg-{k.replace('_', '-')}" in m})
+        row.update({k: m[f"seg_{k}"] for k in SEGMENTATION_FIELDS if f"seg_{k}" in m})
         if row.get("n"):
             rows.append(row)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}

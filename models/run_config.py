@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from models.task_registry import task_names
+
 Scalar = bool | int | float | str
 SEGMENTER_NAMES = ("unet", "unetpp", "deeplabv3", "deeplabv3plus")  # models/segmenters.py (kept torch-free here)
 FUSION_RULES = ("mean", "union")
@@ -64,7 +66,7 @@ class RunConfig:
             "optimizer": ("adam", "sgd"),
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
-            "task": ("classification", "segmentation", "end-to-end"),
+            "task": task_names(),
             "pipeline": ("single", "automatic"),
             "seg-fusion": FUSION_RULES,
             "lesion-crop": ("none", "mask", "predicted"),
@@ -111,24 +113,6 @@ class RunConfig:
     def to_mapping(self) -> dict[str, Scalar]:
         """Return the flat kebab-case form (what Flower's run config and ConfigRecords carry)."""
         return {_kebab(k): v for k, v in dataclasses.asdict(self).items()}
-
-    @property
-    def stages(self) -> int:
-        """How many training stages the run has: one, or each segmenter then the classifier."""
-        return len(self.segmenter_list) + 1 if self.pipeline == "automatic" else 1
-
-    @property
-    def total_rounds(self) -> int:
-        """Rounds over all stages (``num-rounds`` each), numbered 1..total across stages."""
-        return self.num_rounds * self.stages
-
-    def for_segmenter(self, name: str) -> RunConfig:
-        """The run config of one constituent segmenter of the automatic pipeline."""
-        return self.replace(task="segmentation", segmenter=name, lesion_crop="none", pipeline="single")
-
-    def for_classifier(self) -> RunConfig:
-        """The automatic pipeline's second stage: the classifier on crops predicted by the fused segmenters."""
-        return self.replace(lesion_crop="predicted", pipeline="single") if self.pipeline == "automatic" else self
 
     def round_lr(self, server_round: int) -> float:
         """The learning rate of a round: constant, or cosine-annealed over the rounds to 5% of ``lr``."""

@@ -20,8 +20,28 @@ from models.classifiers import build_classifier
 from models.end_to_end import ClassLogit, SegmentThenClassify
 from models.run_config import RunConfig
 from models.segmenters import build_segmenter
+from models.task_registry import task_for
+
+__all__ = ["Batch", "ClassificationTask", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "task_for"]
 
 Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a task is fed at a site: whole images at ``size`` px, or lesion crops cut from images at ``size`` px.
+
+    ``crop`` is ``none``, ``mask`` (ground-truth masks, a reference only) or ``predicted`` (by the
+    segmenters a message refers to, fused by ``seg-fusion``).
+    """
+
+    size: int
+    crop: str = "none"
+
+    @property
+    def needs_segmenters(self) -> bool:
+        """Whether the inputs are cut by trained segmenters."""
+        return self.crop == "predicted"
 
 
 class Task(Protocol):
@@ -36,6 +56,15 @@ class Task(Protocol):
 
     def input_size(self, cfg: RunConfig) -> int:
         """The side of the square images the network is fed."""
+
+    def inputs(self, cfg: RunConfig) -> InputSpec:
+        """What the site loads for this task."""
+
+    def label(self) -> str:
+        """The name report rows give this model's lesion maps ('' when it makes none)."""
+
+    def describe(self, cfg: RunConfig) -> dict[str, Any]:
+        """The task's settings as the report's ``run`` entry shows them (only those that apply)."""
 
     def loss(self) -> nn.Module:
         """Return the training loss taking (outputs, targets)."""
@@ -59,9 +88,15 @@ class ClassificationTask:
 
     model: str = "small"
     pretrained_weights: str = ""
+    lesion_crop: str = "none"
     name: str = "classification"
     needs_masks: bool = False
     has_scores: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> ClassificationTask:
+        """The run config's classifier."""
+        return cls(cfg.model, cfg.pretrained_weights, cfg.lesion_crop)
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
         """Build the run's classifier with a seeded initialisation."""
@@ -71,6 +106,18 @@ class ClassificationTask:
     def input_size(self, cfg: RunConfig) -> int:
         """``image-size``."""
         return cfg.image_size
+
+    def inputs(self, cfg: RunConfig) -> InputSpec:
+        """Whole images at ``image-size``, or lesion crops cut from images at the segmenters' ``seg-image-size``."""
+        return InputSpec(cfg.image_size) if self.lesion_crop == "none" else InputSpec(cfg.seg_image_size, self.lesion_crop)
+
+    def label(self) -> str:
+        """A classifier draws no lesion map."""
+        return ""
+
+    def describe(self, cfg: RunConfig) -> dict[str, Any]:
+        """The crop settings, when the classifier reads lesion crops."""
+        return {} if self.lesion_crop == "none" else {"lesion_crop": self.lesion_crop, "crop_margin": cfg.crop_margin}
 
     def loss(self) -> nn.Module:
         """Binary cross-entropy on the single logit."""
@@ -102,6 +149,11 @@ class SegmentationTask:
     needs_masks: bool = True
     has_scores: bool = False
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SegmentationTask:
+        """The run config's segmenter."""
+        return cls(cfg.segmenter)
+
     def build_model(self, cfg: RunConfig) -> nn.Module:
         """Build the segmenter with a seeded initialisation."""
         torch.manual_seed(cfg.seed)
@@ -110,6 +162,18 @@ class SegmentationTask:
     def input_size(self, cfg: RunConfig) -> int:
         """``seg-image-size``."""
         return cfg.seg_image_size
+
+    def inputs(self, cfg: RunConfig) -> InputSpec:
+        """Whole images (with their masks) at ``seg-image-size``."""
+        return InputSpec(cfg.seg_image_size)
+
+    def label(self) -> str:
+        """The segmenter's name."""
+        return self.segmenter
+
+    def describe(self, cfg: RunConfig) -> dict[str, Any]:
+        """The segmenter and its input size."""
+        return {"seg_image_size": cfg.seg_image_size, "segmenter": self.segmenter}
 
     def loss(self) -> nn.Module:
         """MONAI's DiceCE on sigmoid outputs."""
@@ -143,6 +207,11 @@ class EndToEndTask:
     needs_masks: bool = True
     has_scores: bool = True
 
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> EndToEndTask:
+        """The run config's two-stage model."""
+        return cls(cfg.segmenter, cfg.model, cfg.seg_loss_weight)
+
     def build_model(self, cfg: RunConfig) -> nn.Module:
         """Segmenter and a two-channel classifier, seeded."""
         torch.manual_seed(cfg.seed)
@@ -151,6 +220,18 @@ class EndToEndTask:
     def input_size(self, cfg: RunConfig) -> int:
         """``image-size`` (both stages see the same image)."""
         return cfg.image_size
+
+    def inputs(self, cfg: RunConfig) -> InputSpec:
+        """Whole images (with their masks) at ``image-size``."""
+        return InputSpec(cfg.image_size)
+
+    def label(self) -> str:
+        """The segmenter's name."""
+        return self.segmenter
+
+    def describe(self, cfg: RunConfig) -> dict[str, Any]:
+        """The segmenter, its input size and the loss weight."""
+        return {"seg_image_size": cfg.image_size, "segmenter": self.segmenter, "seg_loss_weight": self.seg_loss_weight}
 
     def loss(self) -> nn.Module:
         """The weighted Dice + BCE loss."""
@@ -186,12 +267,3 @@ class _DiceBCE(nn.Module):
         """The weighted sum over a batch."""
         (logits, mask_logits), (labels, masks) = outputs, targets
         return self.weight * self.dice(mask_logits, masks) + (1 - self.weight) * self.bce(logits, labels)
-
-
-def task_for(cfg: RunConfig) -> Task:
-    """The run config's task, with its model settings."""
-    if cfg.task == "segmentation":
-        return SegmentationTask(cfg.segmenter)
-    if cfg.task == "end-to-end":
-        return EndToEndTask(cfg.segmenter, cfg.model, cfg.seg_loss_weight)
-    return ClassificationTask(cfg.model, cfg.pretrained_weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flwr.app import Context
-from flwr.common.logger import FLOWER_LOGGER
+from server.flower_compat import FLOWER_LOGGER
 from flwr.serverapp import Grid, ServerApp
 
 from models.run_config import RunConfig

@@ -1,20 +1,26 @@
-"""The server's job as a plain function: handshake, rounds, final cross-site evaluation."""
+"""The server's job as a plain function: handshake, then the run's stage plan (rounds, final cross-site evaluation).
+
+``run_plan`` is the only stage loop: the federated model runs it on the deployment's (or Flower
+simulation's) grid, and each simulation baseline runs it on an in-process grid with its own roles.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from evaluation.pooling import at_threshold
 from evaluation.report import write_report
-from models.fusion import SEGMENTER_PREFIX
-from models.run_config import FUSION_RULES, RunConfig
+from models.run_config import RunConfig
+from models.stages import Plan, Stage, plan_for
 from models.task import task_for
+from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, array_digest, model_record_name
+from protocol.metrics import split_candidate_metric
 from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
@@ -23,6 +29,8 @@ from strategies.site_aware import build_strategy
 from strategies.sites import NodeSite, TooFewSitesError, wait_for_nodes
 
 logger = logging.getLogger("axilla.server")
+
+Grid = Any  # Flower's Grid, or anything with its get_node_ids and send_and_receive (server/inprocess_grid.py)
 
 
 class FederationError(RuntimeError):
@@ -46,14 +54,15 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     else:
         cfg = cfg if cfg.run_id else cfg.replace(run_id=new_run_id())
         run_dir = RunDirectory(Path(cfg.runs_dir) / cfg.run_id)
+    plan = plan_for(cfg)
     nodes = wait_for_nodes(grid, max(cfg.expected_sites, cfg.min_train_sites), cfg.round_timeout)
-    sites, excluded = handshake(grid, nodes, cfg.to_mapping(), cfg.round_timeout)
+    sites, excluded = handshake(grid, nodes, cfg, cfg.round_timeout)
     if start is None:
-        run_dir.write_config(cfg.to_mapping(), list(sites.values()), excluded)
+        run_dir.write_config(cfg.to_mapping(), list(sites.values()), excluded, describe_run(plan))
     else:
         run_dir.note_resume(start.completed_rounds, list(sites.values()), excluded)
     try:
-        _run_stages(grid, cfg, sites, excluded, run_dir, start)
+        run_plan(grid, plan, sites, run_dir, excluded, start, explain=True)
     except TooFewSitesError as err:
         last = run_dir.write_stopped(str(err))
         after = (
@@ -67,64 +76,98 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     return run_dir.path
 
 
-def _run_stages(
-    grid: Grid, cfg: RunConfig, sites: dict[int, NodeSite], excluded: dict[str, str], run_dir: RunDirectory, start: ResumePoint | None
-) -> ArrayRecord:
-    """Train and evaluate the run's stages in order; return the last stage's final model.
+def describe_run(plan: Plan) -> dict[str, Any]:
+    """The settings the report shows for the run: the final stage's task's, then the plan's."""
+    last = plan.last.cfg
+    return task_for(last).describe(last) | plan.describe()
 
-    A single-task run has one stage. The automatic pipeline trains each of ``segmenters``
-    (``num-rounds`` each), evaluates them and their fusions everywhere, then trains the
-    classifier on lesion crops cut by the fused segmenters, which ride along with every
-    classifier message. Rounds are numbered across stages, so a resumed run skips the stages
-    whose last round is checkpointed and continues the one it stopped in.
+
+@dataclass
+class Courier:
+    """What each node holds of the run's models, so that each is sent once per node and referred to by digest."""
+
+    held: dict[int, set[str]] = field(default_factory=dict)
+
+    def delivery(self, run: RunConfig, models: Mapping[str, ArrayRecord]) -> Delivery:
+        """The records of one stage's messages: its run config and the named models (by name -> digest)."""
+        digests = {name: array_digest(record) for name, record in models.items()}
+        return Delivery(self, run, tuple(digests.items()), {digests[n]: r for n, r in models.items()})
+
+
+@dataclass
+class Delivery:
+    """One stage's extra records, per node (the strategies' ``Extras``)."""
+
+    courier: Courier
+    run: RunConfig
+    refs: tuple[tuple[str, str], ...]  # (name, digest) of the models the stage's messages refer to
+    models: dict[str, ArrayRecord]  # by digest
+
+    def records_for(self, node: int) -> dict[str, Any]:
+        """The run config, and the referred models ``node`` does not hold yet."""
+        held = self.courier.held.setdefault(node, set())
+        out: dict[str, Any] = {RUN: ConfigRecord(self.run.to_mapping())}
+        for digest, record in self.models.items():
+            if digest not in held:
+                out[model_record_name(digest)] = record
+                held.add(digest)
+        return out
+
+    def settled(self, node: int, ok: bool) -> None:
+        """Forget what a node that did not answer may not have stored (it is sent again next time)."""
+        if not ok:
+            self.courier.held.get(node, set()).difference_update(self.models)
+
+
+def run_plan(
+    grid: Grid,
+    plan: Plan,
+    sites: dict[int, NodeSite],
+    run_dir: RunDirectory,
+    excluded: Mapping[str, str] | None = None,
+    start: ResumePoint | None = None,
+    explain: bool = False,
+) -> dict[str, ArrayRecord]:
+    """Train and evaluate the plan's stages in order; return each stage's final model by stage name.
+
+    Rounds are numbered across stages, so a resumed run (``start``) skips the stages whose last
+    round is checkpointed and continues the one it stopped in. ``explain`` writes Grad-CAM
+    overlays at the sites during the final test evaluation.
     """
     done = start.completed_rounds if start is not None else 0
-    arrays = start.arrays if start is not None else None
-    segmenters: dict[str, ArrayRecord] = {}
-    for index, (name, stage_cfg) in enumerate(stage_plan(cfg)):
-        offset, end = index * cfg.num_rounds, (index + 1) * cfg.num_rounds
-        if done >= end:
-            final = run_dir.load_checkpoint(f"round-{end:03d}")
+    courier = Courier()
+    models: dict[str, ArrayRecord] = {}
+    final = ArrayRecord()
+    for stage in plan.stages:
+        if done >= stage.end:
+            final = run_dir.load_checkpoint(f"round-{stage.end:03d}")
         else:
-            resumed = arrays if done > offset else None
-            crop_with = _attached(segmenters) if stage_cfg.lesion_crop == "predicted" else {}
-            final = _train(grid, stage_cfg, sites, excluded, run_dir, offset, done - offset if resumed is not None else 0, resumed, crop_with)
-        run_dir.save_checkpoint(name or "final", final)
-        if stage_cfg.task == "segmentation" and cfg.pipeline == "automatic":
-            segmenters[name] = final
-            if len(segmenters) == len(cfg.segmenter_list):
-                segmentation_evaluation(grid, cfg, sites, segmenters, run_dir)
-        else:
-            final_evaluation(grid, stage_cfg, sites, final, run_dir, _attached(segmenters))
-    if cfg.pipeline == "automatic":
-        run_dir.save_checkpoint("final", final)
-    return final
-
-
-def _attached(segmenters: Mapping[str, ArrayRecord]) -> dict[str, ArrayRecord]:
-    """The trained segmenters as the records that ride along with messages (``seg:<name>``)."""
-    return {f"{SEGMENTER_PREFIX}{name}": record for name, record in segmenters.items()}
-
-
-def stage_plan(cfg: RunConfig) -> list[tuple[str, RunConfig]]:
-    """The run's stages as (name, stage run config): ``[("", cfg)]`` for a single task."""
-    if cfg.pipeline != "automatic":
-        return [("", cfg)]
-    return [(name, cfg.for_segmenter(name)) for name in cfg.segmenter_list] + [("classifier", cfg.for_classifier())]
+            resumed = start.arrays if start is not None and done > stage.offset else None
+            final = _train(grid, stage, sites, dict(excluded or {}), run_dir, courier, models, done - stage.offset if resumed else 0, resumed)
+        run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
+        models[stage.name] = final
+        if stage.candidates:
+            segmentation_evaluation(grid, stage, sites, models, run_dir, courier)
+        if stage.evaluate_alone:
+            final_evaluation(grid, stage, sites, final, run_dir, courier, models, explain)
+    if len(plan.stages) > 1:
+        run_dir.save_checkpoint(run_dir.stage_checkpoint("final"), final)
+    return models
 
 
 def _train(
     grid: Grid,
-    cfg: RunConfig,
+    stage: Stage,
     sites: dict[int, NodeSite],
     excluded: dict[str, str],
     run_dir: RunDirectory,
-    offset: int = 0,
+    courier: Courier,
+    models: Mapping[str, ArrayRecord],
     done: int = 0,
     resumed: ArrayRecord | None = None,
-    attachments: Mapping[str, ArrayRecord] | None = None,
 ) -> ArrayRecord:
-    """One stage's training rounds still to run (rounds ``offset`` + 1 ...); returns its final model."""
+    """One stage's training rounds still to run (rounds ``stage.offset + done + 1`` ...); returns its final model."""
+    cfg = stage.cfg
     n_train = sum(s.trains for s in sites.values())
     if n_train < cfg.min_train_sites:
         raise TooFewSitesError(
@@ -132,123 +175,123 @@ def _train(
         )
     if resumed is None:
         initial = ArrayRecord(task_for(cfg).build_model(cfg).state_dict())
-        if offset == 0:
-            run_dir.save_checkpoint("round-000", initial)
+        if stage.offset == 0:
+            run_dir.save_round(0, initial)
     else:
         initial = resumed
     if done >= cfg.num_rounds:
         return initial
+    delivery = courier.delivery(cfg, {name: models[name] for name in stage.crop_with})
     strategy = build_strategy(
         cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu, cfg.max_update_norm_ratio, cfg.round_timeout,
-        offset + done, cfg.validate_every, attachments,
+        stage.offset + done, cfg.validate_every, delivery,
     )  # fmt: skip
     result = strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=cfg.num_rounds - done,
         timeout=cfg.round_timeout,
-        train_config=ConfigRecord(training_config(cfg) | {"stage-offset": offset}),
-        evaluate_config=ConfigRecord(cfg.to_mapping() | {"split": "val", "stage-offset": offset}),
+        train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs).config(),
+        evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val").config(),
     )
     return result.arrays if result.arrays is not None else initial
 
 
-def training_config(cfg: RunConfig) -> dict:
-    """The run config forwarded with training messages; ``proximal-mu`` is left to FedProx to add."""
-    return {k: v for k, v in cfg.to_mapping().items() if k != "proximal-mu"}
-
-
 def final_evaluation(
     grid: Grid,
-    cfg: RunConfig,
+    stage: Stage,
     sites: dict[int, NodeSite],
     arrays: ArrayRecord,
     run_dir: RunDirectory,
-    attachments: Mapping[str, ArrayRecord] | None = None,
+    courier: Courier | None = None,
+    models: Mapping[str, ArrayRecord] | None = None,
+    explain: bool = False,
 ) -> float | None:
-    """Pick the threshold on the training sites' validation aggregates, then evaluate everywhere.
+    """Pick the threshold on the validation sites' aggregates, then evaluate at every testing site.
 
-    Validation rows are re-cut at that threshold from the same replies' histograms; test
-    splits of every site, external sites included, are evaluated at it, and each site writes
-    Grad-CAM overlays of a few test cases to its own ``output_dir``. Returns the threshold
-    (None for a task without case probabilities, e.g. segmentation).
+    Validation rows are re-cut at that threshold from the same replies' histograms; test splits
+    of every site, external sites included, are evaluated at it (and, with ``explain``, each
+    site writes Grad-CAM overlays of a few test cases to its own ``output_dir``). Returns the
+    threshold (None for a task without case probabilities, e.g. segmentation).
     """
-    task = task_for(cfg)
-    records = {"arrays": arrays, **(attachments or {})}
-    train_nodes = [n for n, s in sites.items() if s.trains]
-    validation = _evaluate(grid, cfg, {n: sites[n] for n in train_nodes}, records, {"split": "val", "threshold": 0.5})
+    cfg, task = stage.cfg, task_for(stage.cfg)
+    delivery = (courier or Courier()).delivery(cfg, {name: (models or {})[name] for name in stage.crop_with})
+    request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val")
+    validators = {n: s for n, s in sites.items() if s.validates}
+    testers = {n: s for n, s in sites.items() if s.tests}
+    validation = _evaluate(grid, request, validators, arrays, delivery)
     threshold = None
-    extras: dict[str, Any] = {"split": "test", "threshold": 0.5}
+    request = replace(request, split="test")
     if task.has_scores:
         threshold = threshold_from_site_metrics(validation.values(), cfg)
-        logger.info("operating point (%s on pooled validation histograms): %.4f", cfg.threshold_rule, threshold)
+        logger.info("%s: operating point (%s on pooled validation histograms): %.4f", run_dir.model, cfg.threshold_rule, threshold)
         validation = {name: at_threshold(m, threshold) for name, m in validation.items()}
-        extras |= {"threshold": threshold, "grad-cam": "federated"}
-    test = _evaluate(grid, cfg, sites, records, extras)
-    segmenter = cfg.segmenter if task.needs_masks else ""
-    _record_final(run_dir, sites, train_nodes, validation, test, "federated", segmenter)
+        request = replace(request, threshold=threshold, grad_cam=run_dir.model if explain else "")
+    test = _evaluate(grid, request, testers, arrays, delivery)
+    _record_final(run_dir, validators, testers, validation, test, task.label())
     return threshold
 
 
-def segmentation_evaluation(grid: Grid, cfg: RunConfig, sites: dict[int, NodeSite], segmenters: Mapping[str, ArrayRecord], run_dir: RunDirectory) -> None:
-    """Evaluate each trained segmenter and each fusion of them on every site's validation and test cases.
+def segmentation_evaluation(
+    grid: Grid, stage: Stage, sites: dict[int, NodeSite], models: Mapping[str, ArrayRecord], run_dir: RunDirectory, courier: Courier
+) -> None:
+    """Evaluate the stage's ``candidates`` (trained segmenters and their fusions) on every site's validation and test cases.
 
-    One message per site and split carries all the segmenters; the site answers every candidate's
-    metrics, keyed ``<candidate>/<metric>`` (``segmentation_candidates`` names them).
+    One message per site and split refers to every segmenter; the site answers each candidate's
+    metrics as ``<candidate>/<metric>``.
     """
-    train_nodes = [n for n, s in sites.items() if s.trains]
-    records = _attached(segmenters)
-    stage_cfg = cfg.for_segmenter(cfg.segmenter_list[0])
-    extras = {"candidates": ",".join(segmentation_candidates(cfg))}
-    validation = _evaluate(grid, stage_cfg, {n: sites[n] for n in train_nodes}, records, extras | {"split": "val"})
-    test = _evaluate(grid, stage_cfg, sites, records, extras | {"split": "test"})
-    for label in segmentation_candidates(cfg):
+    delivery = courier.delivery(stage.cfg, {name: models[name] for name in stage.candidates if name in models})
+    request = Evaluate(run=stage.cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, candidates=stage.candidates)
+    validators = {n: s for n, s in sites.items() if s.validates}
+    testers = {n: s for n, s in sites.items() if s.tests}
+    validation = _evaluate(grid, replace(request, split="val"), validators, None, delivery)
+    test = _evaluate(grid, replace(request, split="test"), testers, None, delivery)
+    for label in stage.candidates:
         val_rows, test_rows = (
-            {site: {k.partition("/")[2]: v for k, v in m.items() if k.startswith(f"{label}/")} for site, m in replies.items()}
+            {site: {name: v for key, v in m.items() for cand, name in [split_candidate_metric(key)] if cand == label} for site, m in replies.items()}
             for replies in (validation, test)
         )
-        _record_final(run_dir, sites, train_nodes, val_rows, test_rows, "federated", label)
-        dice = {site: round(float(m["seg-dice"]), 3) for site, m in test_rows.items() if "seg-dice" in m}
-        logger.info("segmentation %s: test Dice per site %s", label, dice)
-
-
-def segmentation_candidates(cfg: RunConfig) -> list[str]:
-    """What the automatic pipeline's segmentation evaluation reports: each segmenter, then each fusion."""
-    return [*cfg.segmenter_list, *(f"fusion-{rule}" for rule in FUSION_RULES)]
+        _record_final(run_dir, validators, testers, val_rows, test_rows, label)
+        dice = {site: round(float(m["seg_dice"]), 3) for site, m in test_rows.items() if "seg_dice" in m}
+        logger.info("%s segmentation %s: test Dice per site %s", run_dir.model, label, dice)
 
 
 def _record_final(
     run_dir: RunDirectory,
-    sites: dict[int, NodeSite],
-    train_nodes: list[int],
+    validators: Mapping[int, NodeSite],
+    testers: Mapping[int, NodeSite],
     validation: Mapping[str, Mapping[str, Any]],
     test: Mapping[str, Mapping[str, Any]],
-    model: str,
     segmenter: str,
 ) -> None:
-    """Write the final rows of one model: validation at the training sites, test everywhere."""
-    for split, targets, per_site in (("val", train_nodes, validation), ("test", list(sites), test)):
-        for node in targets:
-            name = sites[node].name
-            if name in per_site:
-                run_dir.record("final", model, name, split, dict(per_site[name]), segmenter=segmenter)
+    """Write the final rows of one model: validation at the validation sites, test everywhere."""
+    for split, targets, per_site in (("val", validators, validation), ("test", testers, test)):
+        for site in targets.values():
+            if site.name in per_site:
+                run_dir.record("final", run_dir.model, site.name, split, dict(per_site[site.name]), segmenter=segmenter)
             else:
-                run_dir.record("final", model, name, split, None, "no valid reply", segmenter=segmenter)
+                run_dir.record("final", run_dir.model, site.name, split, None, "no valid reply", segmenter=segmenter)
 
 
-def _evaluate(
-    grid: Grid, cfg: RunConfig, sites: dict[int, NodeSite], records: Mapping[str, ArrayRecord], extras: Mapping[str, Any]
-) -> dict[str, MetricRecord]:
-    """Send one evaluation (the ``records``, the run config and ``extras``) to each given node; valid replies by site."""
-    config = ConfigRecord(cfg.to_mapping() | {"server-round": cfg.num_rounds} | dict(extras))
+def _evaluate(grid: Grid, request: Evaluate, sites: Mapping[int, NodeSite], arrays: ArrayRecord | None, delivery: Delivery) -> dict[str, dict[str, Any]]:
+    """Send one evaluation request to each given node; valid replies' metrics by site name."""
     messages = [
-        Message(RecordDict({**records, "config": config}), dst_node_id=node, message_type=MessageType.EVALUATE) for node in sites
+        Message(RecordDict({**request.records(arrays), **delivery.records_for(node)}), dst_node_id=node, message_type=EVALUATE)
+        for node in sites
     ]
-    out: dict[str, MetricRecord] = {}
-    for reply in grid.send_and_receive(messages, timeout=cfg.round_timeout):
+    out: dict[str, dict[str, Any]] = {}
+    answered: set[int] = set()
+    for reply in grid.send_and_receive(messages, timeout=request.run.round_timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
-            logger.error("site %s failed to evaluate %s: %s", sites[node].name, extras.get("split"), reply.error.reason)
+            logger.error("site %s failed to evaluate %s: %s", sites[node].name, request.split, reply.error.reason)
             continue
-        out[sites[node].name] = next(iter(reply.content.metric_records.values()))
+        try:
+            out[sites[node].name] = EvaluateReply.from_content(reply.content).metrics
+        except ProtocolError as err:
+            logger.error("site %s sent a malformed evaluation reply: %s", sites[node].name, err)
+            continue
+        answered.add(node)
+    for node in sites:
+        delivery.settled(node, node in answered)
     return out

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import replace
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from models.run_config import RunConfig
+from protocol.messages import Describe, ProtocolError, SiteDescription
 from strategies.sites import NodeSite
 
 logger = logging.getLogger("axilla.server")
 
 
-def handshake(grid: Grid, node_ids: list[int], run_config: dict, timeout: float) -> tuple[dict[int, NodeSite], dict[str, str]]:
+def handshake(grid: Grid, node_ids: list[int], cfg: RunConfig, timeout: float) -> tuple[dict[int, NodeSite], dict[str, str]]:
     """Ask every node to describe itself; return the usable sites and the reason each other node was excluded."""
-    messages = [
-        Message(RecordDict({"config": ConfigRecord(run_config)}), dst_node_id=n, message_type=MessageType.QUERY)
-        for n in node_ids
-    ]
+    request = Describe(run=cfg)
+    messages = [Message(RecordDict(request.records()), dst_node_id=n, message_type=request.kind) for n in node_ids]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
+    return sites_from_replies(replies, node_ids)
+
+
+def sites_from_replies(replies: list[Message], node_ids: list[int]) -> tuple[dict[int, NodeSite], dict[str, str]]:
+    """The usable sites among handshake replies, and why each other node is excluded."""
     sites: dict[int, NodeSite] = {}
     excluded: dict[str, str] = {}
     answered = set()
@@ -29,19 +36,23 @@ def handshake(grid: Grid, node_ids: list[int], run_config: dict, timeout: float)
             excluded[f"node-{node}"] = str(reply.error.reason)
             logger.error("node %s excluded at handshake: %s", node, reply.error.reason)
             continue
-        info = reply.content["site"]
-        name = str(info["site"])
-        if any(s.name == name for s in sites.values()):
-            excluded[f"node-{node}"] = f"site name '{name}' already taken by another node"
-            logger.error("node %s excluded: duplicate site name %s", node, name)
+        try:
+            info = SiteDescription.from_content(reply.content)
+        except (ProtocolError, KeyError, ValueError) as err:
+            excluded[f"node-{node}"] = f"malformed handshake reply: {err}"
             continue
-        counts = {
-            split: {lbl: int(info.get(f"n-{split}-{tag}", 0)) for lbl, tag in ((0, "neg"), (1, "pos"))}
-            for split in ("train", "val", "test")
-        }
-        sites[node] = NodeSite(node, name, str(info["role"]), counts, str(info["fingerprint"]), str(info["version"]))
-        logger.info("site %s (%s): %s", name, info["role"], counts)
+        if any(s.name == info.site for s in sites.values()):
+            excluded[f"node-{node}"] = f"site name '{info.site}' already taken by another node"
+            logger.error("node %s excluded: duplicate site name %s", node, info.site)
+            continue
+        sites[node] = NodeSite(node, info.site, info.role, info.counts, info.fingerprint, info.version)
+        logger.info("site %s (%s): %s", info.site, info.role, info.counts)
     for node in node_ids:
         if node not in answered:
             excluded[f"node-{node}"] = "no answer to the handshake"
     return sites, excluded
+
+
+def with_roles(sites: Mapping[int, NodeSite], roles: Mapping[int, str]) -> dict[int, NodeSite]:
+    """The same sites with the roles of another federation (the baselines'); nodes without a role are left out."""
+    return {node: replace(site, role=roles[node]) for node, site in sites.items() if node in roles}

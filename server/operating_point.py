@@ -11,7 +11,7 @@ from models.run_config import RunConfig
 
 def threshold_from_site_metrics(per_site: Iterable[Mapping[str, Any]], cfg: RunConfig) -> float:
     """Pool the sites' validation score histograms and apply the run config's rule."""
-    pairs = [(m["hist-pos"], m["hist-neg"]) for m in per_site if "hist-pos" in m and "hist-neg" in m]
+    pairs = [(m["hist_pos"], m["hist_neg"]) for m in per_site if "hist_pos" in m and "hist_neg" in m]
     if not pairs:
         raise ValueError("no validation histograms to choose an operating point from")
     pos, neg = pool_histograms(pairs)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord
 
 from models.run_config import RunConfig
+from models.stages import plan_for
 from server.run_dir import RunDirectory
 
 logger = logging.getLogger("axilla.server")
@@ -47,7 +48,7 @@ def resume_point(run_dir: RunDirectory, submitted: RunConfig) -> ResumePoint:
     done = run_dir.last_round()
     if done < 0:
         raise ResumeError(f"{run_dir.path / 'checkpoints'}: no round checkpoint to resume from")
-    done = min(done, cfg.total_rounds)
+    done = min(done, plan_for(cfg).total_rounds)
     dropped = run_dir.drop_records_after(done)
     logger.info("resuming %s after round %d (%d partial record(s) dropped)", run_dir.path, done, dropped)
     return ResumePoint(cfg, done, run_dir.load_checkpoint(f"round-{done:03d}"))

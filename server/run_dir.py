@@ -46,18 +46,44 @@ def _site_record(site: NodeSite) -> dict[str, Any]:
     return record
 
 
-class RunDirectory:
-    """Writes one run's files; also the strategies' round observer."""
+FEDERATED = "federated"
 
-    def __init__(self, path: Path) -> None:
+
+class RunDirectory:
+    """Writes one run's files; also the strategies' round observer.
+
+    ``model`` names whose rows and checkpoints it writes: the federated model, or a simulation
+    baseline (``local:<site>``, ``pooled``), whose stage checkpoints are ``<baseline>[-<stage>].pt``
+    and which keeps no per-round checkpoints (baselines are not resumed).
+    """
+
+    def __init__(self, path: Path, model: str = FEDERATED) -> None:
         self.path = Path(path)
+        self.model = model
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.path / "metrics.jsonl"
 
-    def write_config(self, run: Mapping[str, Any], sites: list[NodeSite], excluded: dict[str, str]) -> None:
-        """Record the run config, the sites seen at the handshake, excluded nodes and package versions."""
+    def for_model(self, model: str) -> RunDirectory:
+        """The same directory, writing another model's rows and checkpoints."""
+        return RunDirectory(self.path, model)
+
+    def stage_checkpoint(self, name: str) -> str:
+        """The checkpoint name of a stage's final model (``name`` is the stage's, ``final`` for the run's last)."""
+        if self.model == FEDERATED:
+            return name
+        slug = self.model.replace(":", "-")
+        return slug if name == "final" else f"{slug}-{name}"
+
+    def save_round(self, server_round: int, state: dict[str, torch.Tensor] | ArrayRecord) -> None:
+        """Checkpoint a round's global model (the federated model only: it is the one a run resumes)."""
+        if self.model == FEDERATED:
+            self.save_checkpoint(f"round-{server_round:03d}", state)
+
+    def write_config(self, run: Mapping[str, Any], sites: list[NodeSite], excluded: dict[str, str], description: Mapping[str, Any] | None = None) -> None:
+        """Record the run config, the settings the report shows (``description``), the sites seen at the handshake, excluded nodes and package versions."""
         payload = {
             "run": dict(run),
+            "description": dict(description or {}),
             "sites": [_site_record(s) for s in sites],
             "excluded": excluded,
             "versions": package_versions(),
@@ -144,7 +170,7 @@ class RunDirectory:
     def trained(self, server_round: int, arrays: ArrayRecord | None, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
         """Checkpoint the new global model and log each site's training metrics."""
         if arrays is not None:
-            self.save_checkpoint(f"round-{server_round:03d}", arrays)
+            self.save_round(server_round, arrays)
         self._log_round(server_round, "train", per_site, missing)
 
     def evaluated(self, server_round: int, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
@@ -153,6 +179,6 @@ class RunDirectory:
 
     def _log_round(self, server_round: int, split: str, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
         for site, metrics in per_site.items():
-            self.record(server_round, "federated", site, split, dict(metrics))
+            self.record(server_round, self.model, site, split, dict(metrics))
         for site, reason in missing.items():
-            self.record(server_round, "federated", site, split, None, reason)
+            self.record(server_round, self.model, site, split, None, reason)

@@ -1,110 +1,82 @@
-"""Baselines of a simulation: each training site alone, and all training data pooled.
+"""Baselines of a simulation: each training site alone, and all training data pooled, as federations too.
 
-Each baseline runs the same stages as the federation (the automatic pipeline: every segmenter,
-then the classifier on crops cut by that baseline's own fused segmenters) with the same
-schedule, and is evaluated at every site like the federated model.
+Each baseline runs the federation's own stage loop (``server.federation.run_plan``) on an
+in-process grid of the same sites: ``local:<site>`` is a federation in which only that site trains
+(and chooses the operating point on its validation split); ``pooled`` adds one node holding the
+training sites' pooled data, which trains, while the training sites' validation splits choose the
+operating point. Every baseline is evaluated at every site like the federated model.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-import torch
-from torch import nn
+from flwr.app import ArrayRecord
 
-from client.data import SiteData, pool_site_data
-from client.site import State, compare_models, evaluate_split, model_for, segmentation_candidate, stage_data, train_round
-from client.site_config import SiteConfig
-from evaluation.pooling import at_threshold
+from client.node_site import POOLED_SITES, SITE_CONFIG
+from client.site import compare_models, model_for, stage_data
+from client.site_config import load_site_config
+from client.work import crop_digest
 from models.run_config import RunConfig
+from models.stages import Plan, plan_for
 from models.task import task_for
-from server.federation import segmentation_candidates, stage_plan
-from server.operating_point import threshold_from_site_metrics
-from server.run_dir import RunDirectory
+from protocol.messages import array_digest
+from server.federation import run_plan
+from server.handshake import handshake, with_roles
+from server.inprocess_grid import InProcessGrid
+from server.run_dir import FEDERATED, RunDirectory
+from strategies.sites import NodeSite
 
 logger = logging.getLogger("axilla.simulation")
 
 
-def train_like_federation(data: SiteData, cfg: RunConfig) -> dict[str, torch.Tensor]:
-    """Train from the same initial model with the same schedule as a federated site: rounds x local epochs."""
-    state = task_for(cfg).build_model(cfg).state_dict()
-    for server_round in range(1, cfg.num_rounds + 1):
-        state, metrics = train_round(data, state, cfg, server_round)
-        logger.info("%s %s round %d: train loss %.4f", data.config.site, cfg.task, server_round, metrics["train-loss"])
-    return state
+def baseline_plan(cfg: RunConfig) -> Plan:
+    """The federation's plan with one training site enough and no per-round validation (as the baselines always had)."""
+    return plan_for(cfg.replace(min_train_sites=1, validate_every=0))
 
 
-def evaluate_everywhere(
-    name: str,
-    model: nn.Module,
-    cfg: RunConfig,
-    val_sites: Sequence[SiteConfig],
-    sites: Sequence[SiteConfig],
-    run_dir: RunDirectory,
-    segmenters: Mapping[str, State] | None = None,
-    segmenter: str = "",
-) -> float | None:
-    """Choose the threshold on ``val_sites``' validation histograms (tasks with scores), then record val and test rows."""
-    validation = {c.site: evaluate_split(stage_data(c, cfg, segmenters), model, cfg, "val") for c in val_sites}
-    threshold = None
-    if task_for(cfg).has_scores:
-        threshold = threshold_from_site_metrics(validation.values(), cfg)
-        validation = {site: at_threshold(m, threshold) for site, m in validation.items()}
-    for site, metrics in validation.items():
-        run_dir.record("final", name, site, "val", metrics, segmenter=segmenter)
-    for config in sites:
-        metrics = evaluate_split(stage_data(config, cfg, segmenters), model, cfg, "test", 0.5 if threshold is None else threshold)
-        run_dir.record("final", name, config.site, "test", metrics, segmenter=segmenter)
-    return threshold
-
-
-def run_baseline(name: str, members: Sequence[SiteConfig], cfg: RunConfig, sites: Sequence[SiteConfig], run_dir: RunDirectory) -> tuple[RunConfig, nn.Module, dict[str, State]]:
-    """Train one baseline on ``members``' data through every stage and evaluate it everywhere.
-
-    Returns the last stage's config, model and the segmenters it cropped with (if any).
-    """
-    segmenters: dict[str, State] = {}
-    task = task_for(cfg)
-    for stage, stage_cfg in stage_plan(cfg):
-        crop_with = segmenters if stage_cfg.lesion_crop == "predicted" else None
-        parts = [stage_data(c, stage_cfg, crop_with) for c in members]
-        data = parts[0] if len(parts) == 1 else pool_site_data(parts, name)
-        state = train_like_federation(data, stage_cfg)
-        run_dir.save_checkpoint(f"{name.replace(':', '-')}{'-' + stage if stage else ''}", state)
-        model = model_for(stage_cfg, state)
-        if stage_cfg.task == "segmentation" and cfg.pipeline == "automatic":
-            segmenters[stage] = state
-            evaluate_everywhere(name, model, stage_cfg, members, sites, run_dir, segmenter=stage)
-            if len(segmenters) == len(cfg.segmenter_list):
-                for label in segmentation_candidates(cfg)[len(segmenters):]:
-                    fused = segmentation_candidate(cfg, segmenters, label)
-                    evaluate_everywhere(name, fused, stage_cfg, members, sites, run_dir, segmenter=label)
-        else:
-            evaluate_everywhere(name, model, stage_cfg, members, sites, run_dir, crop_with, cfg.segmenter if task.needs_masks else "")
-    return stage_cfg, model, segmenters  # the last stage's (stage_plan is never empty)
-
-
-def run_baselines(run_dir: RunDirectory, cfg: RunConfig, sites: list[SiteConfig]) -> None:
+def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[Path]) -> None:
     """Train and evaluate ``local:<site>`` for every training site and ``pooled`` on all of them.
 
     Then every site compares the federated model with each baseline on its own test cases
     (each model on its own inputs: in the automatic pipeline, crops by its own segmenters).
     """
-    training = [c for c in sites if c.trains]
-    finals: dict[str, tuple[RunConfig, nn.Module, dict[str, State]]] = {}
-    for name, members in [(f"local:{c.site}", [c]) for c in training] + [("pooled", training)]:
-        finals[name] = run_baseline(name, members, cfg, sites, run_dir)
-    last_cfg = finals["pooled"][0]
-    if not task_for(last_cfg).has_scores:
+    grid = InProcessGrid({SITE_CONFIG: str(Path(p).resolve())} for p in site_configs)
+    sites, excluded = handshake(grid, grid.get_node_ids(), cfg, cfg.round_timeout)
+    for node, reason in excluded.items():
+        logger.error("baselines skip %s: %s", node, reason)
+    plan = baseline_plan(cfg)
+    training = [n for n, s in sites.items() if s.trains]
+    finals: dict[str, dict[str, ArrayRecord]] = {}
+    for node in training:
+        name = f"local:{sites[node].name}"
+        roles = {n: "train" if n == node else "external" for n in sites}
+        finals[name] = run_plan(grid, plan, with_roles(sites, roles), run_dir.for_model(name))
+    pooled_node = grid.add_node({POOLED_SITES: os.pathsep.join(str(grid.contexts[n].node_config[SITE_CONFIG]) for n in training)})
+    pooled, _ = handshake(grid, [pooled_node], cfg, cfg.round_timeout)
+    roles = {n: "validate" if n in training else "external" for n in sites} | {pooled_node: "pooled"}
+    finals["pooled"] = run_plan(grid, plan, with_roles({**sites, **pooled}, roles), run_dir.for_model("pooled"))
+    finals[FEDERATED] = {stage.name: run_dir.load_checkpoint(stage.checkpoint) for stage in plan.stages}
+    compare_at_sites(run_dir, plan, {n: sites[n] for n in sites}, grid, finals)
+
+
+def compare_at_sites(
+    run_dir: RunDirectory, plan: Plan, sites: Mapping[int, NodeSite], grid: InProcessGrid, finals: Mapping[str, Mapping[str, ArrayRecord]]
+) -> None:
+    """Paired comparisons (DeLong, NRI, IDI) of the federated model with every baseline on each site's test cases."""
+    last = plan.last
+    if not task_for(last.cfg).has_scores:
         return
-    federated = model_for(last_cfg, torch.load(run_dir.path / "checkpoints" / "final.pt", map_location="cpu", weights_only=True))
-    fed_segmenters = {
-        name: torch.load(run_dir.path / "checkpoints" / f"{name}.pt", map_location="cpu", weights_only=True)
-        for name in (cfg.segmenter_list if last_cfg.lesion_crop == "predicted" else ())
-    }
-    finals["federated"] = (last_cfg, federated, fed_segmenters)
-    for config in sites:
-        inputs = {name: (stage_data(config, c, segs or None), model) for name, (c, model, segs) in finals.items()}
-        for row in compare_models(inputs, last_cfg, "test", reference="federated"):
-            run_dir.record_comparison(config.site, "test", row)
+    for node, site in sites.items():
+        config = load_site_config(Path(str(grid.contexts[node].node_config[SITE_CONFIG])))
+        inputs = {}
+        for name, models in finals.items():
+            segmenters = {s: models[s] for s in last.crop_with}
+            refs = tuple((s, array_digest(r)) for s, r in segmenters.items())
+            states = {s: r.to_torch_state_dict() for s, r in segmenters.items()}
+            inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()))
+        for row in compare_models(inputs, last.cfg, "test", reference=FEDERATED):
+            run_dir.record_comparison(site.name, "test", row)

@@ -8,9 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from client.data import discover_sites, load_site_data
-from client.errors import SiteDataError
-from client.site_config import SiteConfig, load_site_config
+from client.node_site import discover_sites
 from models.run_config import RunConfig
 from server.run_dir import RunDirectory, new_run_id
 from simulation.baselines import run_baselines
@@ -47,44 +45,27 @@ def simulate(sites_dir: Path, overrides: Mapping[str, Any] | None = None, runs_d
     if not (run_dir.path / "config.json").exists():
         raise SimulationError(f"the federation wrote no run directory at {run_dir.path}; see the log above")
     if cfg.baselines:
-        run_baselines(run_dir, cfg, _usable_sites(cfg))
+        run_baselines(run_dir, cfg, discover_sites(Path(cfg.sim_sites_dir)))
     write_report(run_dir.path)
     return run_dir.path
-
-
-def _usable_sites(cfg: RunConfig) -> list[SiteConfig]:
-    """The sites the baselines can use (config and data load); a broken site is skipped, as the federation skipped it."""
-    out = []
-    for path in discover_sites(Path(cfg.sim_sites_dir)):
-        try:
-            config = load_site_config(path)
-            load_site_data(config, cfg.image_size)
-            out.append(config)
-        except SiteDataError as err:
-            logger.error("baselines skip %s: %s", path.parent.name, err)
-    return out
 
 
 def _run_flower(cfg: RunConfig, client_cpus: float) -> None:
     """Start Flower's simulation engine (Ray backend) with the ServerApp's run config set."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    from flwr.app import Context, RecordDict
-    from flwr.simulation.run_simulation import _run_simulation
-    from flwr.supercore.telemetry import EventType
-
     from client.app import app as client_app
     from server.app import app as server_app
+    from server.flower_compat import run_simulation_with_run_config
 
     total = float(os.cpu_count() or 1)
-    _run_simulation(
+    run_simulation_with_run_config(
+        server_app,
+        client_app,
         num_supernodes=cfg.expected_sites,
-        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-        client_app=client_app,
-        server_app=server_app,
         backend_config={
             "client_resources": {"num_cpus": min(client_cpus, total), "num_gpus": 0.0},
             "init_args": {"num_cpus": int(total), "include_dashboard": False},
         },
-        server_app_context=Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_mapping()),
+        run_config=cfg.to_mapping(),
     )

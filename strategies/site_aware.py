@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -12,13 +12,26 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from protocol.messages import ARRAYS, CONFIG
+from protocol.metrics import NUM_EXAMPLES
 from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
 from strategies.update_checks import check_arrays, norm_outliers, update_norm
 
 logger = logging.getLogger("axilla.server")
 
 
-AVERAGED = ("num-examples", "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity", "seg-dice")
+AVERAGED = (NUM_EXAMPLES, "loss", "auc", "pr_auc", "brier", "accuracy", "sensitivity", "specificity", "seg_dice")
+RECORD_KEYS = {"arrayrecord_key": ARRAYS, "configrecord_key": CONFIG, "weighted_by_key": NUM_EXAMPLES}  # the protocol's names
+
+
+class Extras(Protocol):
+    """Records added to every message of a stage (its run config, models the site must hold), per node."""
+
+    def records_for(self, node: int) -> Mapping[str, Any]:
+        """The records to add to a message for ``node``."""
+
+    def settled(self, node: int, ok: bool) -> None:
+        """``node`` answered (``ok``) or not a message that carried its records."""
 
 
 class RoundObserver(Protocol):
@@ -44,8 +57,8 @@ class SiteAwareMixin:
     - rounds are numbered from ``round_offset`` + 1, so a resumed run continues the numbering
       (and the sites' per-round seeds and learning rates) where the checkpoint left it;
     - every reply is handed to the observer under its site's name, and absent sites are named;
-    - ``attachments`` (fixed ArrayRecords, e.g. the automatic pipeline's trained segmenters) ride
-      along with every training and evaluation message; replies never carry them back.
+    - ``extras`` adds the stage's records (run config, models the site must hold) to every
+      training and evaluation message, and hears which nodes answered.
     """
 
     sites: dict[int, NodeSite]
@@ -60,10 +73,10 @@ class SiteAwareMixin:
         wait_timeout: float,
         round_offset: int,
         validate_every: int,
-        attachments: Mapping[str, ArrayRecord] | None,
+        extras: Extras | None,
     ) -> None:
         self.sites = sites
-        self.attachments = dict(attachments or {})
+        self.extras = extras
         self.validate_every = validate_every
         self.max_update_norm_ratio = max_update_norm_ratio
         self.min_train_sites = min_train_sites
@@ -74,12 +87,12 @@ class SiteAwareMixin:
         self._grid: Grid | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
 
-    def _train_view(self, grid: Grid) -> NodeSubset:
-        return NodeSubset(grid, [n for n, s in self.sites.items() if s.trains])
+    def _train_view(self, grid: Grid, validation: bool = False) -> NodeSubset:
+        return NodeSubset(grid, [n for n, s in self.sites.items() if (s.validates if validation else s.trains)])
 
-    def _connected_train_sites(self, grid: Grid, needed: int) -> NodeSubset | None:
-        """The training sites' view once ``needed`` of them are connected; None after ``wait_timeout``."""
-        view = self._train_view(grid)
+    def _connected_train_sites(self, grid: Grid, needed: int, validation: bool = False) -> NodeSubset | None:
+        """The training (or validation) sites' view once ``needed`` of them are connected; None after ``wait_timeout``."""
+        view = self._train_view(grid, validation)
         return view if len(wait_for_nodes(view, needed, self.wait_timeout)) >= needed else None
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -107,9 +120,9 @@ class SiteAwareMixin:
         if self.validate_every < 1 or server_round % self.validate_every:
             self._sent["evaluate"] = []
             return []
-        view = self._connected_train_sites(grid, 1)
+        view = self._connected_train_sites(grid, 1, validation=True)
         if view is None:
-            logger.warning("round %d: no training site connected; validation skipped", server_round)
+            logger.warning("round %d: no validation site connected; validation skipped", server_round)
             self._sent["evaluate"] = []
             return []
         messages = self._attach(super().configure_evaluate(server_round, arrays, config, view))  # type: ignore[misc]
@@ -117,17 +130,27 @@ class SiteAwareMixin:
         return messages
 
     def _attach(self, messages: Iterable[Message]) -> list[Message]:
-        """Add the attachments to each message's content."""
+        """Add the stage's records to each message's content."""
         out = list(messages)
-        for message in out:
-            for name, record in self.attachments.items():
-                message.content[name] = record
+        if self.extras is not None:
+            for message in out:
+                for name, record in self.extras.records_for(message.metadata.dst_node_id).items():
+                    message.content[name] = record
         return out
+
+    def _settle(self, sent: list[int], replies: list[Message]) -> None:
+        """Tell the extras which nodes answered the messages that carried their records."""
+        if self.extras is None:
+            return
+        ok = {r.metadata.src_node_id for r in replies if not r.has_error()}
+        for node in sent:
+            self.extras.settled(node, node in ok)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Reject bad updates, then FedAvg's weighted mean cast back to the global dtypes, recorded per site."""
         server_round += self.round_offset
         replies = list(replies)
+        self._settle(self._sent["train"], replies)
         rejected = self._reject_bad_updates(replies)
         accepted = [r for r in replies if r.metadata.src_node_id not in rejected]
         per_site, missing = self._by_site(accepted, self._sent["train"])
@@ -152,15 +175,16 @@ class SiteAwareMixin:
         """Record each site's validation metrics; return the case-weighted mean of the rates (for the log)."""
         server_round += self.round_offset
         replies = list(replies)
+        self._settle(self._sent["evaluate"], replies)
         per_site, missing = self._by_site(replies, self._sent["evaluate"])
         if self.observer is not None:
             self.observer.evaluated(server_round, per_site, missing)
         scalars = [
             RecordDict({"metrics": MetricRecord({k: r[k] for k in AVERAGED if k in r})})
             for r in per_site.values()
-            if int(r.get("num-examples", 0)) > 0
+            if int(r.get(NUM_EXAMPLES, 0)) > 0
         ]
-        return aggregate_metricrecords(scalars, "num-examples") if scalars else None
+        return aggregate_metricrecords(scalars, NUM_EXAMPLES) if scalars else None
 
     def _reject_bad_updates(self, replies: list[Message]) -> dict[int, str]:
         """Nodes whose arrays have wrong keys, shapes or dtypes, non-finite values, or an outlying norm."""
@@ -220,11 +244,11 @@ class SiteFedAvg(SiteAwareMixin, FedAvg):
         wait_timeout: float = 3600.0,
         round_offset: int = 0,
         validate_every: int = 1,
-        attachments: Mapping[str, ArrayRecord] | None = None,
+        extras: Extras | None = None,
     ) -> None:
         # Flower's own waits are satisfied by the hooks' bounded waits (min_available_nodes=1).
-        FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1)
-        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, attachments)
+        FedAvg.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1, **RECORD_KEYS)
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, extras)
 
 
 class SiteFedProx(SiteAwareMixin, FedProx):
@@ -240,10 +264,12 @@ class SiteFedProx(SiteAwareMixin, FedProx):
         wait_timeout: float = 3600.0,
         round_offset: int = 0,
         validate_every: int = 1,
-        attachments: Mapping[str, ArrayRecord] | None = None,
+        extras: Extras | None = None,
     ) -> None:
-        FedProx.__init__(self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1, proximal_mu=proximal_mu)
-        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, attachments)
+        FedProx.__init__(
+            self, min_train_nodes=min_train_sites, min_evaluate_nodes=1, min_available_nodes=1, proximal_mu=proximal_mu, **RECORD_KEYS
+        )
+        self._init_sites(sites, observer, max_update_norm_ratio, min_train_sites, wait_timeout, round_offset, validate_every, extras)
 
 
 def restore_dtypes(arrays: ArrayRecord, template: ArrayRecord) -> ArrayRecord:
@@ -268,13 +294,13 @@ def build_strategy(
     wait_timeout: float = 3600.0,
     round_offset: int = 0,
     validate_every: int = 1,
-    attachments: Mapping[str, ArrayRecord] | None = None,
+    extras: Extras | None = None,
 ) -> SiteFedAvg:
     """The run config's strategy by name."""
     if name == "fedprox":
         return SiteFedProx(
-            sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, attachments
+            sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
         )
     if name == "fedavg":
-        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, attachments)
+        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
     raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")

@@ -13,9 +13,18 @@ class TooFewSitesError(RuntimeError):
     """Fewer training sites than ``min-train-sites`` are connected, or sent usable updates, in a round."""
 
 
+ROLES = ("train", "external", "validate", "pooled")
+
+
 @dataclass(frozen=True)
 class NodeSite:
-    """A node as it described itself at the handshake."""
+    """A node as it described itself at the handshake, with its role in this federation.
+
+    A site's own role is ``train`` (trains, is validated and tested) or ``external`` (tested
+    only). The baselines give two more: ``validate`` (a training site that is validated and
+    tested but does not train this model) and ``pooled`` (the pooled baseline's node, which
+    trains only).
+    """
 
     node_id: int
     name: str
@@ -27,7 +36,17 @@ class NodeSite:
     @property
     def trains(self) -> bool:
         """Whether the site takes part in training rounds."""
-        return self.role == "train"
+        return self.role in ("train", "pooled")
+
+    @property
+    def validates(self) -> bool:
+        """Whether the site's validation split chooses the operating point (and is reported)."""
+        return self.role in ("train", "validate")
+
+    @property
+    def tests(self) -> bool:
+        """Whether the site's test split is evaluated."""
+        return self.role != "pooled"
 
     @property
     def n_train(self) -> int:

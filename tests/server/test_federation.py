@@ -8,40 +8,25 @@ from typing import Iterable
 
 import pytest
 import torch
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Error, Message
 
-from client.app import app as client_app
 from models.run_config import RunConfig
 from server.federation import FederationError, run_federation
+from server.inprocess_grid import InProcessGrid
 from tests.conftest import make_site
 
 
-@pytest.fixture(autouse=True)
-def _server_identity() -> None:
-    """Messages created on the server need the task identity that Flower's runtime sets."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-
-
-class LoopbackGrid:
-    """Delivers each message to the ClientApp of its node, in this process."""
+class LoopbackGrid(InProcessGrid):
+    """The in-process grid of the site folders, keeping every message it delivered."""
 
     def __init__(self, site_yamls: list[Path]) -> None:
-        self.contexts = {
-            100 + i: Context(run_id=1, node_id=100 + i, node_config={"site-config": str(p)}, state=RecordDict(), run_config={})
-            for i, p in enumerate(site_yamls)
-        }
+        super().__init__({"site-config": str(p)} for p in site_yamls)
         self.sent: list[Message] = []
 
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for message in messages:
-            self.sent.append(message)
-            replies.append(client_app(message, self.contexts[message.metadata.dst_node_id]))
-        return replies
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        messages = list(messages)
+        self.sent.extend(messages)
+        return super().push_messages(messages)
 
 
 def _cfg(tmp_path: Path, **changes: object) -> RunConfig:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.supercore.task_identity import TaskIdentity
 
 from models.run_config import RunConfig
 from server.federation import run_federation
@@ -15,11 +14,6 @@ from tests.conftest import make_site
 from tests.server.test_federation import DyingGrid, KilledServer, LoopbackGrid
 
 SEGMENTERS = ("unet", "deeplabv3")
-
-
-@pytest.fixture(autouse=True)
-def _server_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
 
 
 def _sites(tmp_path: Path) -> list[Path]:

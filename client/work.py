@@ -1,0 +1,102 @@
+"""A site's work for each kind of message, as one plain function of the message content (no Flower app).
+
+The ClientApp calls it in its own process, or a long-lived site worker calls it (``client/worker.py``)
+so that torch, MONAI and the site's data are loaded once. Torch is imported only for training and
+evaluation: the handshake reads the manifest and never decodes an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from flwr.app import RecordDict
+
+from client.errors import SiteDataError
+from client.model_store import MissingModelError, ModelStore
+from client.node_site import LocalSite, node_site
+from client.version import axilla_version
+from protocol.messages import ARRAYS, EVALUATE, INSTRUCTIONS, QUERY, TRAIN, Evaluate, EvaluateReply, Instruction, ProtocolError, SiteDescription, Train, TrainReply, models_in
+
+__all__ = ["MissingModelError", "ProtocolError", "SiteDataError", "crop_digest", "run_work"]
+
+
+def run_work(kind: str, content: RecordDict, node_config: Mapping[str, Any]) -> RecordDict:
+    """Answer one message: its reply's content.
+
+    Raises ``SiteDataError`` (unusable config or data), ``MissingModelError`` (a referred model is
+    not held here) or ``ProtocolError`` (a malformed message); the ClientApp turns each into an
+    error reply that holds no path.
+    """
+    if kind not in INSTRUCTIONS:
+        raise ProtocolError(f"no work for a '{kind}' message")
+    instruction = INSTRUCTIONS[kind].from_content(content)
+    site = node_site(node_config, instruction.run.to_mapping())
+    if kind == QUERY:
+        return describe(site).to_content()
+    store = ModelStore(site.output_dir)
+    for digest, record in models_in(content).items():
+        store.put(digest, record)
+    if kind == TRAIN:
+        assert isinstance(instruction, Train)
+        return _train(site, instruction, content, store)
+    assert kind == EVALUATE and isinstance(instruction, Evaluate)
+    return _evaluate(site, instruction, content, store)
+
+
+def describe(site: LocalSite) -> SiteDescription:
+    """The handshake answer, from the manifest alone (``site_index``): no image is decoded."""
+    from client.site_index import site_index
+
+    indexes = [site_index(config) for config in site.members]
+    counts = {split: {label: sum(i.counts.get(split, {}).get(label, 0) for i in indexes) for label in (0, 1)} for split in ("train", "val", "test")}
+    fingerprint = indexes[0].fingerprint if len(indexes) == 1 else hashlib.sha256("".join(i.fingerprint for i in indexes).encode()).hexdigest()[:16]
+    config = site.config
+    return SiteDescription(site.name, config.role, fingerprint, axilla_version(), config.privacy.share_case_predictions, counts)
+
+
+def crop_digest(refs: tuple[tuple[str, str], ...]) -> str:
+    """A digest of a set of (name, model digest) segmenters: which crops they cut (the crop cache's key)."""
+    return hashlib.sha256(",".join(f"{n}={d}" for n, d in sorted(refs)).encode()).hexdigest()[:16] if refs else ""
+
+
+def _segmenter_states(instruction: Instruction, store: ModelStore) -> tuple[dict[str, Any], str]:
+    """The segmenters a message refers to, as state dicts by name, and the digest of the set."""
+    states = {name: store.get(digest).to_torch_state_dict() for name, digest in instruction.segmenters}
+    return states, crop_digest(instruction.segmenters)
+
+
+def _model_state(content: RecordDict, kind: str) -> dict[str, Any]:
+    """The state dict of the message's model."""
+    if ARRAYS not in content.array_records:
+        raise ProtocolError(f"a {kind} message must carry the '{ARRAYS}' record")
+    return content.array_records[ARRAYS].to_torch_state_dict()
+
+
+def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelStore) -> RecordDict:
+    """Train the received model on the node's training split."""
+    from flwr.app import ArrayRecord
+
+    from client.site import node_data, train_round
+
+    if not site.config.trains:
+        raise SiteDataError("this site is external and never trains")
+    states, digest = _segmenter_states(message, store)
+    data = node_data(site, message.run, states, digest)
+    new_state, metrics = train_round(data, _model_state(content, TRAIN), message.run, message.server_round, message.proximal_mu, message.stage_offset)
+    return TrainReply(ArrayRecord(new_state), metrics).to_content()
+
+
+def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: ModelStore) -> RecordDict:
+    """Evaluate the received model (or each segmentation candidate) on one split."""
+    from client.site import evaluate_candidates, evaluate_split, model_for, node_data
+
+    states, digest = _segmenter_states(message, store)
+    data = node_data(site, message.run, states, digest)
+    if message.candidates:
+        metrics = evaluate_candidates(data, message.run, states, list(message.candidates), message.split)
+    else:
+        model = model_for(message.run, _model_state(content, EVALUATE))
+        metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
+    return EvaluateReply(metrics).to_content()

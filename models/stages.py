@@ -1,0 +1,94 @@
+"""The stage plan: a run as a list of typed stages that the federation, resume, baselines and report all read.
+
+A single-task run has one stage. The automatic pipeline (seed 000) trains each of ``segmenters``
+in turn, evaluates them and their fusions together once the last one is trained, then trains
+the classifier on lesion crops cut by the fused segmenters. Rounds are numbered across stages
+(``num-rounds`` each), so a resumed run skips the stages whose last round is checkpointed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.run_config import FUSION_RULES, RunConfig
+
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One trained model of the run.
+
+    ``crop_with`` names the earlier stages whose models (fused by ``seg-fusion``) cut this stage's
+    inputs; ``candidates``, when set, are evaluated together after this stage (earlier stages'
+    models, this one and ``fusion-<rule>`` of them), and ``evaluate_alone`` says whether this
+    stage's own model gets the final evaluation with an operating point.
+    """
+
+    name: str
+    cfg: RunConfig
+    offset: int
+    crop_with: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
+    evaluate_alone: bool = True
+
+    @property
+    def end(self) -> int:
+        """The stage's last round (numbered across stages)."""
+        return self.offset + self.cfg.num_rounds
+
+    @property
+    def checkpoint(self) -> str:
+        """The stage's final checkpoint name: its own name, or ``final`` for a single-task run."""
+        return self.name or FINAL
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's stages in training order."""
+
+    cfg: RunConfig
+    stages: tuple[Stage, ...]
+
+    @property
+    def total_rounds(self) -> int:
+        """Rounds over all stages."""
+        return self.stages[-1].end
+
+    @property
+    def last(self) -> Stage:
+        """The stage whose model is the run's final model."""
+        return self.stages[-1]
+
+    def describe(self) -> dict[str, Any]:
+        """The run-level settings the report shows (the tasks add their own)."""
+        out: dict[str, Any] = {}
+        if self.cfg.pipeline == "automatic":
+            out |= {"pipeline": "automatic", "segmenters": list(self.cfg.segmenter_list), "seg_fusion": self.cfg.seg_fusion}
+            out["seg_image_size"] = self.cfg.seg_image_size
+        if self.cfg.threshold_rule in ("sensitivity", "specificity"):
+            out["threshold_target"] = self.cfg.threshold_target
+        return out
+
+
+def segmenter_config(cfg: RunConfig, name: str) -> RunConfig:
+    """The run config of the pipeline stage that trains segmenter ``name``."""
+    return cfg.replace(task="segmentation", segmenter=name, lesion_crop="none", pipeline="single")
+
+
+def plan_for(cfg: RunConfig) -> Plan:
+    """The stages of a run config."""
+    if cfg.pipeline != "automatic":
+        return Plan(cfg, (Stage("", cfg, 0),))
+    names = cfg.segmenter_list
+    stages = [
+        Stage(
+            name, segmenter_config(cfg, name), i * cfg.num_rounds,
+            candidates=(*names, *(f"fusion-{rule}" for rule in FUSION_RULES)) if i == len(names) - 1 else (), evaluate_alone=False,
+        )
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    classifier = cfg.replace(lesion_crop="predicted", pipeline="single")
+    stages.append(Stage("classifier", classifier, len(names) * cfg.num_rounds, crop_with=names))
+    return Plan(cfg, tuple(stages))

@@ -1,0 +1,242 @@
+"""Every message the server sends and every reply a site returns, as small frozen dataclasses.
+
+A message's content is a Flower RecordDict:
+
+- ``run``: the stage's run config (a ConfigRecord of the flat kebab-case run config keys);
+- ``config``: the message's own fields (kebab-case), including Flower's ``server-round`` and
+  FedProx's ``proximal-mu``, which Flower's strategies write themselves;
+- ``arrays``: the model to train or evaluate (training and evaluation of one model);
+- ``model:<digest>``: models the site is asked to hold (the pipeline's segmenters), each sent
+  once per site and referred to afterwards by its content digest.
+
+Replies hold ``site`` (the handshake), ``arrays`` and ``metrics`` (training) or ``metrics``
+(evaluation). Metric names are those of ``protocol.metrics``. Nothing else names a record or key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+
+from models.run_config import RunConfig
+
+RUN = "run"
+CONFIG = "config"  # Flower's strategies' configrecord_key
+ARRAYS = "arrays"  # Flower's strategies' arrayrecord_key
+METRICS = "metrics"
+SITE = "site"
+MODEL_PREFIX = "model:"
+SERVER_ROUND = "server-round"  # written by Flower's strategies
+PROXIMAL_MU = "proximal-mu"  # written by Flower's FedProx
+
+QUERY, TRAIN, EVALUATE = MessageType.QUERY, MessageType.TRAIN, MessageType.EVALUATE
+
+SITE_DATA_ERROR = 4001  # the site's config or data is unusable for this message
+POLICY_VIOLATION = 4002  # the site's privacy guard withheld the reply
+MISSING_MODEL = 4003  # the message refers to a model the site does not hold
+
+Scalar = bool | int | float | str
+Metrics = dict[str, Any]
+
+
+class ProtocolError(ValueError):
+    """A message or reply does not follow the protocol (missing record, bad field)."""
+
+
+def array_digest(record: ArrayRecord) -> str:
+    """The content digest of a model's arrays (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(record):
+        array = record[name]
+        digest.update(f"{name}|{array.dtype}|{tuple(array.shape)}|".encode())
+        digest.update(array.data)
+    return digest.hexdigest()[:24]
+
+
+def model_record_name(digest: str) -> str:
+    """The record name under which a held model travels."""
+    return f"{MODEL_PREFIX}{digest}"
+
+
+def models_in(content: RecordDict) -> dict[str, ArrayRecord]:
+    """The held-model records a message carries, by digest."""
+    return {name.removeprefix(MODEL_PREFIX): r for name, r in content.array_records.items() if name.startswith(MODEL_PREFIX)}
+
+
+def _encode(value: Any) -> Scalar:
+    """A field value as a ConfigRecord scalar: tuples as comma lists, (name, digest) pairs as ``name=digest``."""
+    if isinstance(value, tuple):
+        return ",".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value)
+    return value
+
+
+def _decode(raw: Any, default: Any) -> Any:
+    """The inverse of ``_encode`` for a field whose default is ``default``."""
+    if isinstance(default, tuple):
+        items = [s for s in str(raw).split(",") if s]
+        return tuple(tuple(s.split("=", 1)) for s in items) if "=" in str(raw) else tuple(items)
+    if isinstance(default, bool):
+        return bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return str(raw)
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+I = TypeVar("I", bound="Instruction")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What every message to a site holds: the stage's run config and the message's own fields."""
+
+    kind: ClassVar[str]
+    run: RunConfig = field(default_factory=RunConfig)
+    server_round: int = 0
+    stage_offset: int = 0
+    segmenters: tuple[tuple[str, str], ...] = ()  # (name, digest) of the segmenters this message uses
+
+    def config(self) -> ConfigRecord:
+        """The ``config`` record (the message's own fields)."""
+        return ConfigRecord({_kebab(f.name): _encode(getattr(self, f.name)) for f in fields(self) if f.name != "run"})
+
+    def records(self, arrays: ArrayRecord | None = None, held: Mapping[str, ArrayRecord] | None = None) -> dict[str, Any]:
+        """The message content: run config, fields, the model (if any) and models to hold, by record name."""
+        out: dict[str, Any] = {RUN: ConfigRecord(self.run.to_mapping()), CONFIG: self.config()}
+        if arrays is not None:
+            out[ARRAYS] = arrays
+        out.update({model_record_name(d): r for d, r in (held or {}).items()})
+        return out
+
+    @classmethod
+    def from_content(cls: type[I], content: RecordDict) -> I:
+        """Parse a received message's content; ``ProtocolError`` names what is missing."""
+        if RUN not in content.config_records:
+            raise ProtocolError(f"a {cls.kind} message must carry the '{RUN}' record")
+        run = RunConfig.from_mapping(dict(content.config_records[RUN]))
+        raw = dict(content.config_records.get(CONFIG, ConfigRecord()))
+        values: dict[str, Any] = {"run": run}
+        for f in fields(cls):
+            if f.name != "run" and _kebab(f.name) in raw:
+                values[f.name] = _decode(raw[_kebab(f.name)], getattr(cls(), f.name))
+        return cls(**values)
+
+    @property
+    def segmenter_digests(self) -> dict[str, str]:
+        """The referred segmenters' digests by name."""
+        return dict(self.segmenters)
+
+
+@dataclass(frozen=True)
+class Describe(Instruction):
+    """The handshake: describe this site (name, role, counts per split and label, fingerprint, version)."""
+
+    kind: ClassVar[str] = QUERY
+
+
+@dataclass(frozen=True)
+class Train(Instruction):
+    """Train the ``arrays`` model for ``local-epochs`` on the training split (inputs cut with ``segmenters`` if the stage crops)."""
+
+    kind: ClassVar[str] = TRAIN
+    proximal_mu: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evaluate(Instruction):
+    """Evaluate the ``arrays`` model (or, with ``candidates``, each named segmenter and fusion) on one split."""
+
+    kind: ClassVar[str] = EVALUATE
+    split: str = "val"
+    threshold: float = 0.5
+    grad_cam: str = ""  # folder for Grad-CAM overlays at the site ('' writes none)
+    candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteDescription:
+    """The handshake reply."""
+
+    site: str
+    role: str
+    fingerprint: str
+    version: str
+    share_case_predictions: bool
+    counts: dict[str, dict[int, int]]
+
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"site", "role", "fingerprint", "version", "share-case-predictions"}
+        | {f"n-{split}-{tag}" for split in ("train", "val", "test") for tag in ("pos", "neg")}
+    )
+
+    def to_content(self) -> RecordDict:
+        """The reply's content."""
+        values: dict[str, Scalar] = {
+            "site": self.site, "role": self.role, "fingerprint": self.fingerprint, "version": self.version,
+            "share-case-predictions": self.share_case_predictions,
+        }  # fmt: skip
+        for split in self.SPLITS:
+            counts = self.counts.get(split, {})
+            values[f"n-{split}-pos"], values[f"n-{split}-neg"] = int(counts.get(1, 0)), int(counts.get(0, 0))
+        return RecordDict({SITE: ConfigRecord(values)})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> SiteDescription:
+        """Parse a handshake reply."""
+        if SITE not in content.config_records:
+            raise ProtocolError(f"a handshake reply must carry the '{SITE}' record")
+        info = content.config_records[SITE]
+        counts = {split: {0: int(info.get(f"n-{split}-neg", 0)), 1: int(info.get(f"n-{split}-pos", 0))} for split in cls.SPLITS}
+        return cls(
+            str(info["site"]), str(info["role"]), str(info.get("fingerprint", "")), str(info.get("version", "")),
+            bool(info.get("share-case-predictions", False)), counts,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainReply:
+    """A site's updated model and its training metrics."""
+
+    arrays: ArrayRecord
+    metrics: Metrics
+
+    def to_content(self) -> RecordDict:
+        """The reply's content."""
+        return RecordDict({ARRAYS: self.arrays, METRICS: MetricRecord(self.metrics)})
+
+
+@dataclass(frozen=True)
+class EvaluateReply:
+    """A site's evaluation metrics (aggregates only)."""
+
+    metrics: Metrics
+
+    def to_content(self) -> RecordDict:
+        """The reply's content."""
+        return RecordDict({METRICS: MetricRecord(self.metrics)})
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> EvaluateReply:
+        """Parse an evaluation (or training) reply's metrics."""
+        if METRICS not in content.metric_records:
+            raise ProtocolError(f"a reply must carry the '{METRICS}' record")
+        return cls(dict(content.metric_records[METRICS]))
+
+
+# What may leave a site, by the kind of message answered: record name -> record type.
+REPLY_RECORDS: dict[str, dict[str, type]] = {
+    QUERY: {SITE: ConfigRecord},
+    TRAIN: {ARRAYS: ArrayRecord, METRICS: MetricRecord},
+    EVALUATE: {METRICS: MetricRecord},
+}
+INSTRUCTIONS: dict[str, type[Instruction]] = {cls.kind: cls for cls in (Describe, Train, Evaluate)}
