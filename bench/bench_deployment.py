@@ -200,22 +200,19 @@ class LoadSampler(threading.Thread):
                 "end_1min": round(one, 2), "end_5min": round(five, 2), "end_15min": round(fifteen, 2)}  # fmt: skip
 
 
-def prepare_sites(repo: Path, source: Path | None, dest: Path) -> dict[str, int]:
-    """Copy (hard-link) the sites into ``dest`` without their outputs; make the demo phantom first if needed.
+def prepare_sites(repo: Path, source: Path, dest: Path) -> dict[str, int]:
+    """Copy (hard-link) the sites of ``source`` into ``dest`` without their outputs; make the demo phantom there first if empty.
 
     Returns each site's number of cases (manifest rows).
     """
-    if source is None or not any(source.glob("*/site.yaml")):
-        source = source or dest.parent / "phantom"
+    if not any(source.glob("*/site.yaml")):
         print(f"making the demo phantom (seed 0) in {source} ...", flush=True)
         code = "import sys; from pathlib import Path; from simulation.phantom import make_phantom; make_phantom(Path(sys.argv[1]), 'demo', seed=0)"
-        env = os.environ | {"PYTHONPATH": str(repo)}
-        subprocess.run([sys.executable, "-c", code, str(source)], check=True, env=env, cwd=dest.parent)
+        subprocess.run([sys.executable, "-c", code, str(source)], check=True, env=os.environ | {"PYTHONPATH": str(repo)}, cwd=source)
     cases = {}
     for yaml in sorted(source.glob("*/site.yaml")):
-        site = yaml.parent.name
-        shutil.copytree(yaml.parent, dest / site, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("output"))
-        cases[site] = max(0, len((yaml.parent / "manifest.csv").read_text().splitlines()) - 1)
+        shutil.copytree(yaml.parent, dest / yaml.parent.name, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("output"))
+        cases[site_name(yaml)] = max(0, len((yaml.parent / "manifest.csv").read_text().splitlines()) - 1)
     if not cases:
         raise RuntimeError(f"{source}: no */site.yaml")
     return cases
@@ -358,6 +355,8 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for m in messages:
         end = exits.get(m["pid"])
+        marks = m.get("marks") or {}
+        app_start, app_end = marks.get("client.app:start"), marks.get("client.app:end")
         rows.append({
             "site": m["site"], "kind": kind_of(m), "message_type": m.get("kind"), "split": m.get("split"),
             "server_round": m.get("server_round"), "pid": m["pid"], "error": m.get("reply_error"),
@@ -365,6 +364,9 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "work_s": round(m["work_s"], 3),
             "overhead_s": round(m["replied"] - m["process_start"] - m["work_s"], 3),
             "startup_s": round(m["received"] - m["process_start"], 3),  # process start -> message in hand (imports, pull, FAB)
+            # ... of which: Python, Flower, pulling the message and FAB, installing it | importing the ClientApp module
+            "boot_s": round(app_start - m["process_start"], 3) if app_start else None,
+            "app_import_s": round(app_end - app_start, 3) if app_start and app_end else None,
             "in_call_other_s": round(m["replied"] - m["received"] - m["work_s"], 3),  # data loading, model, guard
             "after_reply_s": round(end - m["replied"], 3) if end else None,  # push reply, exit (not in overhead)
             "work_calls": m["work_calls"], "client_app_file": m.get("client_app_file"),
@@ -385,7 +387,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             group = [r for r in rows if r["site"] == site and r["kind"] == kind]
             first, later = group[0], group[1:]
             entry: dict[str, Any] = {"site": site, "kind": kind, "count": len(group), "errors": sum(1 for r in group if r["error"])}
-            for key in ("overhead_s", "startup_s", "in_call_other_s", "work_s", "after_reply_s"):
+            for key in ("overhead_s", "startup_s", "boot_s", "app_import_s", "in_call_other_s", "work_s", "after_reply_s"):
                 entry[f"first_{key}"] = first[key]
                 entry[f"later_median_{key}"] = _median([r[key] for r in later if r[key] is not None])
             out.append(entry)
@@ -441,14 +443,16 @@ def table(summary: list[dict[str, Any]], handshake: dict[str, Any] | None) -> st
     def s(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}"
     lines = [
-        "| site | kind | n | overhead first (s) | overhead later, median (s) | startup first / later (s) | in-call non-work first / later (s) | work first / later (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| site | kind | n | overhead first (s) | overhead later, median (s) | process boot + Flower first / later (s) "
+        "| client.app import first / later (s) | in-call non-work first / later (s) | work first / later (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in summary:
         lines.append(
             f"| {e['site']} | {e['kind']} | {e['count']}{' (' + str(e['errors']) + ' err)' if e['errors'] else ''} "
             f"| {s(e['first_overhead_s'])} | {s(e['later_median_overhead_s'])} "
-            f"| {s(e['first_startup_s'])} / {s(e['later_median_startup_s'])} "
+            f"| {s(e['first_boot_s'])} / {s(e['later_median_boot_s'])} "
+            f"| {s(e['first_app_import_s'])} / {s(e['later_median_app_import_s'])} "
             f"| {s(e['first_in_call_other_s'])} / {s(e['later_median_in_call_other_s'])} "
             f"| {s(e['first_work_s'])} / {s(e['later_median_work_s'])} |"
         )
@@ -472,6 +476,7 @@ class Attempt:
 
 def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> Attempt:
     """One loopback deployment: enrol the sites, run the server and every client, stop them all, read the probes."""
+    root.mkdir(parents=True)
     launcher = Launcher(repo, root, args.work)
     timing = root / "timing.jsonl"
     try:

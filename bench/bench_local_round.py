@@ -40,7 +40,7 @@ def main() -> None:
         t2 = time.perf_counter()
         evaluate_split(data, model_for(cfg, state), cfg, "val")
         t3 = time.perf_counter()
-    n = metrics["num-examples"]
+    n = metrics["num_examples"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {args.model}, {args.image_size} px")
     print(f"load+preprocess {len(data.splits['train']) + len(data.splits['val']) + len(data.splits['test'])} images: {t1 - t0:.2f} s")
     print(f"train {args.epochs} epochs x {n} cases: {t2 - t1:.2f} s ({(t2 - t1) / args.epochs:.2f} s/epoch)")

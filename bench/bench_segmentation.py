@@ -44,9 +44,9 @@ def main() -> None:
             t1 = time.perf_counter()
             states[name], metrics = train_round(data, state, seg_cfg, server_round=1)
             t2 = time.perf_counter()
-            dice = evaluate_split(data, model_for(seg_cfg, states[name]), seg_cfg, "val")["seg-dice"]
+            dice = evaluate_split(data, model_for(seg_cfg, states[name]), seg_cfg, "val")["seg_dice"]
             t3 = time.perf_counter()
-            print(f"{name:14s} train {(t2 - t1) / args.epochs:.2f} s/epoch x {metrics['num-examples']} cases, validate {t3 - t2:.2f} s (Dice {dice:.3f})")
+            print(f"{name:14s} train {(t2 - t1) / args.epochs:.2f} s/epoch x {metrics['num_examples']} cases, validate {t3 - t2:.2f} s (Dice {dice:.3f})")
         crops_cfg = cfg.replace(lesion_crop="predicted")
         fused_segmenter(crops_cfg, states, "union")  # built once outside the timing, as the site does per message
         t4 = time.perf_counter()

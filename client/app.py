@@ -9,17 +9,21 @@ The privacy guard checks every reply on its way out, wherever it was made.
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
-from flwr.app import Context, Error, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.errors import SiteDataError
-from client.model_store import MissingModelError
 from client.node_site import node_site
 from client.privacy_guard import privacy_guard
 from client.site_config import SiteConfig
-from client.work import run_work
-from protocol.messages import MISSING_MODEL, RUN, SITE_DATA_ERROR, ProtocolError
+from client.work import refusal, run_work
+from client.worker_link import WorkerError, WorkerUnavailable, forward
+from protocol.messages import RUN
+
+SITE_WORKER = "site-worker"  # node config: the site worker's socket (axilla-client sets it)
 
 logger = logging.getLogger("axilla.client")
 
@@ -36,23 +40,35 @@ def site_of(message: Message, context: Context) -> SiteConfig | None:
 app = ClientApp(mods=[privacy_guard(site_of)])
 
 
-def _refuse(message: Message, code: int, private: str, public: str) -> Message:
-    """Log the full problem locally; send only its path-free form to the server."""
-    logger.error("site refused a %s message: %s", message.metadata.message_type, private)
-    return Message(Error(code=code, reason=public), reply_to=message)
+def _time_left(message: Message) -> float:
+    """Seconds until the message's TTL runs out (at least a minute): how long the site worker may take."""
+    meta = message.metadata
+    return max(60.0, meta.created_at + meta.ttl - time.time())
+
+
+def _work(message: Message, context: Context) -> RecordDict:
+    """The reply's content, made by the site worker when one is configured and reachable, else here."""
+    kind, node_config = message.metadata.message_type, dict(context.node_config)
+    if SITE_WORKER in node_config:
+        try:
+            return forward(Path(str(node_config[SITE_WORKER])), kind, message.content, node_config, _time_left(message))
+        except WorkerUnavailable as err:
+            logger.warning("site worker unavailable (%s); doing this %s message in this process", err, kind)
+    return run_work(kind, message.content, node_config)
 
 
 def handle(message: Message, context: Context) -> Message:
-    """Do the work a message asks for; every refusal becomes an error reply without paths."""
+    """Do the work a message asks for; every refusal becomes an error reply without paths (logged here in full)."""
     try:
-        content = run_work(message.metadata.message_type, message.content, dict(context.node_config))
-    except SiteDataError as err:
-        return _refuse(message, SITE_DATA_ERROR, str(err), err.public)
-    except MissingModelError as err:
-        return _refuse(message, MISSING_MODEL, str(err), str(err))
-    except ProtocolError as err:
-        return _refuse(message, SITE_DATA_ERROR, str(err), f"malformed message: {err}")
-    return Message(content, reply_to=message)
+        return Message(_work(message, context), reply_to=message)
+    except WorkerError as err:  # the worker's refusal or failure: its reason is already path-free
+        return Message(Error(code=err.code, reason=err.reason), reply_to=message)
+    except (SiteDataError, LookupError, ValueError) as err:
+        refused = refusal(err)
+        if refused is None:
+            raise
+        logger.error("site refused a %s message: %s", message.metadata.message_type, err)
+        return Message(Error(code=refused[0], reason=refused[1]), reply_to=message)
 
 
 @app.query()

@@ -128,7 +128,12 @@ def run_with_worker(args: argparse.Namespace) -> int:
         worker.stopping.set()  # before anything else, so a worker dying of the same signal is not restarted
         _terminate(signum, frame)
 
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        worker.stopping.set()  # Ctrl-C reaches the worker too
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         print(f"starting the site worker (log: {worker.log_path})", flush=True)
         worker.start()
@@ -148,8 +153,12 @@ class WorkerStartError(RuntimeError):
 class SiteWorker:
     """The site worker process: started and waited for, restarted with back-off when it dies, stopped with us."""
 
-    def __init__(self, site: Path, socket_path: Path, log_path: Path, ready_timeout: float = WORKER_READY_TIMEOUT, max_delay: float = 60.0) -> None:
+    def __init__(
+        self, site: Path, socket_path: Path, log_path: Path,
+        ready_timeout: float = WORKER_READY_TIMEOUT, max_delay: float = 60.0, extra_args: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.site = site
+        self.extra_args = extra_args
         self.socket_path = socket_path
         self.log_path = log_path
         self.ready_timeout = ready_timeout
@@ -168,7 +177,7 @@ class SiteWorker:
 
     def command(self) -> list[str]:
         """``python -m client.worker`` for this site."""
-        return [sys.executable, "-m", "client.worker", "--site", str(self.site), "--socket", str(self.socket_path), "--parent-pid", str(os.getpid())]
+        return [sys.executable, "-m", "client.worker", "--site", str(self.site), "--socket", str(self.socket_path), "--parent-pid", str(os.getpid()), *self.extra_args]
 
     def start(self) -> None:
         """Start the worker, wait until it answers a ping, then watch it in the background."""

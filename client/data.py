@@ -8,7 +8,6 @@ new or changed images are decoded; labels and splits are read from the manifest 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -22,10 +21,10 @@ from torch.utils.data import DataLoader
 
 from client.errors import SiteDataError
 from client.images import read_image, read_mask
-from client.manifest import SPLITS, Case, read_manifest
+from client.manifest import SPLITS, Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, clear_memory, file_stamp
 from client.site_config import SiteConfig
-from client.splits import assign_splits, check_training_split
+from client.site_index import read_cases
 from client.transforms import CropSetting, augment, crop_image, preprocess, preprocess_mask
 
 logger = logging.getLogger("axilla.client")
@@ -116,20 +115,12 @@ class SiteData:
         )
 
 
-@dataclass(frozen=True)
-class SiteIndex:
-    """A site's cases per split and label and a cheap fingerprint, from its manifest alone."""
-
-    counts: dict[str, dict[int, int]]
-    fingerprint: str
-
-
 _MEMORY: Memory[SiteData] = Memory(24)  # a simulation process may serve several sites and sizes
 
 
 def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
     """Load, validate and preprocess a site's cases: from memory, else the site cache, decoding only what it lacks."""
-    cases, splits = _read_cases(config)
+    cases, splits = read_cases(config)
     keys = [case_key(case, config.data.crop, image_size) for case in cases]
     content = cache_key("site", repr(config), image_size, [[repr(c), splits[c.case_id], k] for c, k in zip(cases, keys)])
     data = _MEMORY.get(content)
@@ -139,35 +130,9 @@ def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
     return data
 
 
-def site_index(config: SiteConfig) -> SiteIndex:
-    """Validate the manifest and count the cases per split and label, decoding no image (the handshake).
-
-    Fails like ``load_site_data`` on manifest-level problems (bad row, missing file, one-class
-    training split). The fingerprint is a cheap index fingerprint: a digest of the case ids, labels,
-    splits and each input file's path, size and mtime_ns, not of pixels as ``SiteData.fingerprint``.
-    """
-    cases, splits = _read_cases(config)
-    counts = {name: {0: 0, 1: 0} for name in SPLITS}
-    digest = hashlib.sha256()
-    for case in cases:
-        split = splits[case.case_id]
-        counts[split][case.label] += 1
-        digest.update(json.dumps([case.case_id, case.label, split, file_stamp(case.image), file_stamp(case.mask)]).encode())
-    return SiteIndex(counts, digest.hexdigest()[:16])
-
-
 def case_key(case: Case, crop: CropSetting, image_size: int) -> str:
     """The site-cache key of a case's preprocessed input: its files' stamps, the site's UI crop and the size."""
     return cache_key("case", file_stamp(case.image), file_stamp(case.mask), crop, image_size)
-
-
-def _read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
-    """The manifest's validated rows and every case's split; a training site needs both labels in training."""
-    cases = read_manifest(config.data.manifest)
-    splits = assign_splits(cases, config.role, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
-    if config.trains:
-        check_training_split(cases, splits, str(config.data.manifest))
-    return cases, splits
 
 
 def _load(config: SiteConfig, image_size: int, cases: list[Case], splits: dict[str, str], keys: list[str]) -> SiteData:
@@ -254,22 +219,6 @@ def site_summary(data: SiteData) -> str:
         lines.append("  scanners: " + ", ".join(f"{s} ({n})" for s, n in scanners.most_common()))
     lines.append(f"  data fingerprint: {data.fingerprint}")
     return "\n".join(lines)
-
-
-def site_path_for_partition(sites_dir: Path, partition_id: int) -> Path:
-    """The site config of a simulated node: the ``partition_id``-th site folder, sorted by name."""
-    folders = discover_sites(sites_dir)
-    if partition_id >= len(folders):
-        raise SiteDataError(
-            f"simulation node {partition_id} has no site: {sites_dir} holds {len(folders)} site folders",
-            "simulation: no site for this node",
-        )
-    return folders[partition_id]
-
-
-def discover_sites(sites_dir: Path) -> list[Path]:
-    """Site config files of a federation folder: ``<dir>/<site>/site.yaml``, sorted by folder name."""
-    return sorted(p for p in Path(sites_dir).glob("*/site.yaml") if not p.parent.name.startswith("_"))
 
 
 def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:

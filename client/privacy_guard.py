@@ -4,11 +4,11 @@ A Flower mod wraps the ClientApp, so it sees each reply exactly as Flower will s
 policy (DESIGN.md, "what may leave a site"):
 
 - model arrays only in answer to a training message, with exactly the keys, shapes and dtypes
-  of the global model the server sent (its ``arrays`` record; the segmenters a pipeline sends
-  along to crop with are never sent back);
-- metrics that are scalars, or lists whose length the protocol fixes (confidence intervals,
-  score histograms, the ROC band's grid) and never the number of cases; a site with
-  ``privacy.share_case_predictions: true`` may also send lists of any length;
+  of the global model the server sent (its ``arrays`` record; models the site is asked to hold,
+  such as the pipeline's segmenters, are never sent back);
+- metrics named by the protocol (``protocol/metrics.py``), as scalars or lists of the length the
+  protocol fixes (confidence intervals, score histograms, the ROC band's grid), never the number
+  of cases; only a site with ``privacy.share_case_predictions: true`` may send the per-case lists;
 - the handshake's self-description (known keys only), strings without paths;
 - errors whose reason holds no path.
 
@@ -31,7 +31,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
 from protocol.messages import ARRAYS, CONFIG, POLICY_VIOLATION, REPLY_RECORDS, SiteDescription
-from protocol.metrics import METRIC_LENGTHS, split_candidate_metric
+from protocol.metrics import METRIC_LENGTHS, PER_CASE, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
 
@@ -60,8 +60,12 @@ def _metric_problems(record: MetricRecord, candidates: set[str], share_case_pred
         elif isinstance(value, list):
             if not all(isinstance(x, (int, float)) for x in value):
                 problems.append(f"metric '{key}' holds non-numbers")
-            elif len(value) != METRIC_LENGTHS[name] and not share_case_predictions:
+            elif METRIC_LENGTHS[name] == PER_CASE and not share_case_predictions:
                 problems.append(f"metric '{key}' is a list of {len(value)} values (per-case values need the site's opt-in)")
+            elif METRIC_LENGTHS[name] not in (PER_CASE, len(value)):
+                problems.append(f"metric '{key}' is a list of {len(value)} values, not the protocol's {METRIC_LENGTHS[name]}")
+        elif METRIC_LENGTHS[name] is not None:
+            problems.append(f"metric '{key}' must be a list")
         elif not isinstance(value, (int, float)):
             problems.append(f"metric '{key}' is not a number")
     return problems
@@ -76,7 +80,9 @@ def policy_violations(incoming: Message, reply: Message, share_case_predictions:
     sent = incoming.content.array_records if incoming.has_content() else {}
     problems: list[str] = []
     for name, record in reply.content.items():
-        if name not in allowed or not isinstance(record, allowed[name]):
+        if isinstance(record, ArrayRecord) and ArrayRecord not in allowed.values():
+            problems.append(f"'{name}': model arrays in the reply to a {kind} message")
+        elif name not in allowed or not isinstance(record, allowed[name]):
             problems.append(f"'{name}': a {type(record).__name__} may not leave the site in the reply to a {kind} message")
         elif isinstance(record, ArrayRecord):
             model = sent.get(ARRAYS)

@@ -17,9 +17,12 @@ from client.errors import SiteDataError
 from client.model_store import MissingModelError, ModelStore
 from client.node_site import LocalSite, node_site
 from client.version import axilla_version
-from protocol.messages import ARRAYS, EVALUATE, INSTRUCTIONS, QUERY, TRAIN, Evaluate, EvaluateReply, Instruction, ProtocolError, SiteDescription, Train, TrainReply, models_in
+from protocol.messages import (
+    ARRAYS, EVALUATE, INSTRUCTIONS, MISSING_MODEL, QUERY, SITE_DATA_ERROR, TRAIN,
+    Evaluate, EvaluateReply, Instruction, ProtocolError, SiteDescription, Train, TrainReply, models_in,
+)  # fmt: skip
 
-__all__ = ["MissingModelError", "ProtocolError", "SiteDataError", "crop_digest", "run_work"]
+__all__ = ["MissingModelError", "ProtocolError", "SiteDataError", "crop_digest", "refusal", "run_work"]
 
 
 def run_work(kind: str, content: RecordDict, node_config: Mapping[str, Any]) -> RecordDict:
@@ -43,6 +46,17 @@ def run_work(kind: str, content: RecordDict, node_config: Mapping[str, Any]) -> 
         return _train(site, instruction, content, store)
     assert kind == EVALUATE and isinstance(instruction, Evaluate)
     return _evaluate(site, instruction, content, store)
+
+
+def refusal(err: BaseException) -> tuple[int, str] | None:
+    """The error reply (code, path-free reason) for a refusal ``run_work`` raises on purpose; None for any other error."""
+    if isinstance(err, SiteDataError):
+        return SITE_DATA_ERROR, err.public
+    if isinstance(err, MissingModelError):
+        return MISSING_MODEL, str(err)  # names only the model's digest
+    if isinstance(err, ProtocolError):
+        return SITE_DATA_ERROR, f"malformed message: {err}"
+    return None
 
 
 def describe(site: LocalSite) -> SiteDescription:

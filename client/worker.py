@@ -31,13 +31,10 @@ from typing import Any
 from flwr.app import RecordDict
 
 from client.errors import SiteDataError
+from client.work import refusal
 from client.worker_link import (
     KINDS,
     MAX_UNIX_PATH,
-    MISSING_MODEL,
-    SITE_DATA_ERROR,
-    WORKER_BAD_REQUEST,
-    WORKER_FAILED,
     WireError,
     decode_records,
     encode_records,
@@ -46,6 +43,7 @@ from client.worker_link import (
     send_frame,
     socket_path_for,
 )
+from protocol.messages import WORKER_BAD_REQUEST, WORKER_FAILED
 
 logger = logging.getLogger("axilla.worker")
 
@@ -148,22 +146,6 @@ def parse_work(header: dict[str, Any], body: memoryview) -> tuple[str, RecordDic
     return str(kind), decode_records(records, body), node_config
 
 
-def refusal(err: BaseException) -> tuple[int, str] | None:
-    """The error reply for a refusal the work function raises on purpose: (code, path-free reason), else None."""
-    if isinstance(err, SiteDataError):
-        return SITE_DATA_ERROR, err.public
-    return None
-
-
-def site_refusal(err: BaseException) -> tuple[int, str] | None:
-    """``refusal``, plus the site's missing-model error (its message names only the model's digest)."""
-    from client.model_store import MissingModelError  # noqa: PLC0415 (numpy; only the real worker needs it)
-
-    if isinstance(err, MissingModelError):
-        return MISSING_MODEL, str(err)
-    return refusal(err)
-
-
 class Worker:
     """Answers requests: pings at once, work one at a time through ``handler``."""
 
@@ -222,7 +204,6 @@ class Worker:
         logger.info("%s message done in %.1f s (%.1f MB of arrays in the reply)", kind, time.monotonic() - start, sum(map(len, chunks)) / 1e6)
         return {"ok": True, "records": records}, chunks
 
-
     def _failure(self, kind: str, err: BaseException) -> Reply:
         """A refusal keeps its code and public reason; anything else becomes a fixed reason, its traceback logged here only."""
         try:
@@ -235,6 +216,21 @@ class Worker:
             return error_reply(*refused)
         logger.error("site worker failed on a %s message", kind, exc_info=err)
         return error_reply(WORKER_FAILED, f"site worker failed: {type(err).__name__}")
+
+
+def _accept(listener: socket.socket, worker: Worker) -> None:
+    """Take one connection and answer it in its own thread; running out of files or threads is logged, not fatal."""
+    try:
+        conn, _ = listener.accept()
+    except OSError as err:
+        logger.warning("could not accept a connection: %s", err)
+        time.sleep(ACCEPT_POLL)
+        return
+    try:
+        threading.Thread(target=worker.session, args=(conn,), name="axilla-worker-session", daemon=True).start()
+    except RuntimeError as err:
+        logger.warning("could not start a thread for a connection: %s", err)
+        conn.close()
 
 
 def serve(
@@ -256,18 +252,17 @@ def serve(
         while not stop.is_set():
             readable, _, _ = select.select([listener], [], [], ACCEPT_POLL)
             if readable:
-                conn, _ = listener.accept()
-                threading.Thread(target=worker.session, args=(conn,), name="axilla-worker-session", daemon=True).start()
+                _accept(listener, worker)
     finally:
         listener.close()
         _unlink_if_ours(socket_path, inode)
 
 
-def load_handler() -> Handler:
-    """The site's work function, with torch, MONAI and the training code imported once, before the worker listens."""
+def load_handler(preload: bool = True) -> Handler:
+    """The site's work function, with (``preload``) torch, MONAI and the training code imported once, before the worker listens."""
     from client.work import run_work  # noqa: PLC0415 (lazy: the heavy import belongs to the worker process only)
 
-    for module in PRELOAD:
+    for module in PRELOAD if preload else ():
         importlib.import_module(module)
     return run_work
 
@@ -286,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", type=Path, required=True, help="the site config YAML")
     parser.add_argument("--socket", type=Path, help="the Unix socket to listen on (default: <output_dir>/run/worker.sock)")
     parser.add_argument("--parent-pid", type=int, help="stop when this process (axilla-client) is no longer the parent")
+    parser.add_argument("--no-preload", action="store_true", help="import torch and MONAI at the first training or evaluation message, not at start (quicker start, for tests)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     from client.site_config import load_site_config  # noqa: PLC0415 (yaml only; kept out of importers of serve)
@@ -302,12 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent_pid:
         threading.Thread(target=watch_parent, args=(args.parent_pid, stop), name="axilla-worker-parent", daemon=True).start()
     started = time.monotonic()
-    handler = load_handler()
-    logger.info("site worker for %s: work function loaded in %.1f s", config.site, time.monotonic() - started)
+    handler = load_handler(preload=not args.no_preload)
+    preloaded = ", ".join(PRELOAD) if not args.no_preload else "nothing"
+    logger.info("site worker for %s: work function loaded in %.1f s (preloaded: %s)", config.site, time.monotonic() - started, preloaded)
     if stop.is_set():
         return 0
     try:
-        serve(socket_path, handler, lambda: logger.info("listening on %s (pid %d)", socket_path, os.getpid()), stop, site_refusal)
+        serve(socket_path, handler, lambda: logger.info("listening on %s (pid %d)", socket_path, os.getpid()), stop, refusal)
     except WorkerSetupError as err:
         logger.error("%s", err)
         return 2

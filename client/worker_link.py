@@ -33,6 +33,8 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from protocol.messages import WORKER_FAILED, WORKER_TIMEOUT
+
 logger = logging.getLogger("axilla.client")
 
 MAGIC = b"AXW1"
@@ -43,12 +45,6 @@ MAX_UNIX_PATH = 107  # bytes of an AF_UNIX path on Linux (108 with the terminati
 CONNECT_TIMEOUT = 5.0
 KINDS = ("query", "train", "evaluate")
 
-# Error codes; 4001-4003 mirror protocol.messages (not imported here: this module stays stdlib + flwr).
-SITE_DATA_ERROR = 4001  # the site's config or data is unusable for this message
-MISSING_MODEL = 4003  # the message refers to a model the site does not hold
-WORKER_FAILED = 4010  # the worker's work function raised; the reason names only the exception class
-WORKER_BAD_REQUEST = 4011  # the worker could not decode a request
-WORKER_TIMEOUT = 4012  # the worker did not answer within the forward's timeout
 
 
 class WireError(ValueError):

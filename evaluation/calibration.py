@@ -12,7 +12,7 @@ from scipy.stats import chi2
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 from evaluation.aggregates import validate_histograms
-from evaluation.delong import binary_arrays
+from evaluation.binary import binary_arrays
 
 EPS: float = 1e-6
 _FIT_FAILURES = (PerfectSeparationError, PerfectSeparationWarning, ConvergenceWarning, np.linalg.LinAlgError)

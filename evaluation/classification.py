@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from evaluation.delong import auc_score, binary_arrays, delong_auc
+from evaluation.binary import binary_arrays
+from evaluation.delong import auc_score, delong_auc
 
 
 def confusion_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from evaluation.delong import binary_arrays
+from evaluation.binary import binary_arrays
 
 
 def _paired(labels: ArrayLike, old: ArrayLike, new: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from evaluation.delong import binary_arrays
+from evaluation.binary import binary_arrays
 
 GRID_STEPS: int = 50
 ROC_GRID: tuple[float, ...] = tuple(k / GRID_STEPS for k in range(GRID_STEPS + 1))

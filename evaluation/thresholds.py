@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from evaluation.delong import binary_arrays
+from evaluation.binary import binary_arrays
 
 HIST_BINS: int = 200
 RULES: tuple[str, ...] = ("youden", "accuracy", "sensitivity", "specificity")

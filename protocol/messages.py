@@ -38,6 +38,9 @@ QUERY, TRAIN, EVALUATE = MessageType.QUERY, MessageType.TRAIN, MessageType.EVALU
 SITE_DATA_ERROR = 4001  # the site's config or data is unusable for this message
 POLICY_VIOLATION = 4002  # the site's privacy guard withheld the reply
 MISSING_MODEL = 4003  # the message refers to a model the site does not hold
+WORKER_FAILED = 4010  # the site worker's work raised; the reason names only the exception class
+WORKER_BAD_REQUEST = 4011  # the site worker could not decode a request
+WORKER_TIMEOUT = 4012  # the site worker did not answer in time
 
 Scalar = bool | int | float | str
 Metrics = dict[str, Any]

@@ -1,7 +1,8 @@
 """Every metric name a site may send, in one style (snake_case), with the length of the list ones.
 
 A scalar metric has length ``None``; a list metric has a length fixed by the protocol (a CI, the
-score histograms, the ROC band's FPR grid) and never by the number of cases. The privacy guard
+score histograms, the ROC band's FPR grid) and never by the number of cases, except the
+per-case lists that only a site that opted in may send. The privacy guard
 allows exactly these names; the segmentation evaluation of several candidates sends them as
 ``<candidate>/<name>``.
 """
@@ -13,6 +14,7 @@ from evaluation.thresholds import HIST_BINS
 
 NUM_EXAMPLES = "num_examples"  # cases a reply is about; FedAvg's weight
 CANDIDATE_SEPARATOR = "/"
+PER_CASE = -1  # a list with one value per case: only from a site with ``privacy.share_case_predictions``
 
 _SCALARS = (
     # training
@@ -33,6 +35,8 @@ _LISTS = {
     "hist_neg": HIST_BINS,
     "roc_tpr_lo": len(ROC_GRID),
     "roc_tpr_hi": len(ROC_GRID),
+    "case_scores": PER_CASE,
+    "case_labels": PER_CASE,
 }
 METRIC_LENGTHS: dict[str, int | None] = {**dict.fromkeys(_SCALARS), **_LISTS}
 

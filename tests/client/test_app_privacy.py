@@ -7,12 +7,11 @@ errors carry a reason without file paths or case ids.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
 from client.app import evaluate, query, train
@@ -20,6 +19,7 @@ from evaluation.roc_band import ROC_GRID
 from evaluation.thresholds import HIST_BINS
 from models.run_config import RunConfig
 from models.task import task_for
+from protocol.messages import MISSING_MODEL, Describe, Evaluate, Instruction, Train, array_digest
 from tests.conftest import make_site
 
 CFG = RunConfig(image_size=32, local_epochs=1)
@@ -42,8 +42,9 @@ def _context(site_yaml: Path) -> Context:
     return Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
 
 
-def _config(**extra: Any) -> ConfigRecord:
-    return ConfigRecord(CFG.to_mapping() | extra)
+def _message(instruction: Instruction, arrays: ArrayRecord | None = None, held: dict[str, ArrayRecord] | None = None) -> Message:
+    """A protocol message as the server builds it, delivered to the node."""
+    return _incoming(instruction.kind, RecordDict(instruction.records(arrays, held)))
 
 
 def _global_arrays() -> ArrayRecord:
@@ -86,57 +87,55 @@ def test_every_reply_kind_holds_only_arrays_and_scalar_metrics(tmp_path: Path, n
     assert "share_case_predictions" not in site.read_text()  # the default: the site did not opt in
     context = _context(site)
 
-    hello = query(_incoming(MessageType.QUERY, RecordDict({"config": _config()})), context)
+    hello = query(_message(Describe(run=CFG)), context)
     assert not hello.has_error()
     assert set(hello.content.keys()) == {"site"} and set(hello.content["site"].keys()) == HANDSHAKE_KEYS
     assert hello.content["site"]["site"] == "alpha" and hello.content["site"]["n-train-pos"] > 0
     _assert_no_identifiers(hello, tmp_path)
 
     global_arrays = _global_arrays()
-    trained = train(
-        _incoming(MessageType.TRAIN, RecordDict({"arrays": global_arrays, "config": _config(**{"server-round": 1})})), context
-    )
+    trained = train(_message(Train(run=CFG, server_round=1), global_arrays), context)
     assert not trained.has_error()
     assert set(trained.content.keys()) == {"arrays", "metrics"}
     assert isinstance(trained.content["arrays"], ArrayRecord) and isinstance(trained.content["metrics"], MetricRecord)
     assert list(trained.content["arrays"].keys()) == list(global_arrays.keys())
-    assert trained.content["metrics"]["num-examples"] == hello.content["site"]["n-train-pos"] + hello.content["site"]["n-train-neg"]
+    assert trained.content["metrics"]["num_examples"] == hello.content["site"]["n-train-pos"] + hello.content["site"]["n-train-neg"]
     _assert_scalar_metrics(trained.content["metrics"])
     _assert_no_identifiers(trained, tmp_path)
 
     for split in ("val", "test"):
-        evaluated = evaluate(
-            _incoming(MessageType.EVALUATE, RecordDict({"arrays": trained.content["arrays"], "config": _config(split=split, threshold=0.4)})),
-            context,
-        )
+        evaluated = evaluate(_message(Evaluate(run=CFG, split=split, threshold=0.4), trained.content["arrays"]), context)
         assert set(evaluated.content.keys()) == {"metrics"}
         metrics = evaluated.content["metrics"]
         _assert_scalar_metrics(metrics)
         assert metrics["threshold"] == pytest.approx(0.4)
-        assert sum(metrics["hist-pos"]) + sum(metrics["hist-neg"]) == metrics["n"]
+        assert sum(metrics["hist_pos"]) + sum(metrics["hist_neg"]) == metrics["n"]
         _assert_no_identifiers(evaluated, tmp_path)
 
 
 def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(tmp_path: Path) -> None:
     site = make_site(tmp_path, "alpha", n=24, masks=True)
     context = _context(site)
-    seg_cfg = CFG.replace(task="segmentation", segmenter="unet", seg_image_size=32)
+    seg_cfg = CFG.replace(task="segmentation", segmenter="unet", seg_image_size=32, segmenters="unet")
     segmenter = ArrayRecord(task_for(seg_cfg).build_model(seg_cfg).state_dict())
-    trained = train(_incoming(MessageType.TRAIN, RecordDict({"arrays": segmenter, "config": ConfigRecord(seg_cfg.to_mapping() | {"server-round": 1})})), context)
+    trained = train(_message(Train(run=seg_cfg, server_round=1), segmenter), context)
     assert set(trained.content.keys()) == {"arrays", "metrics"}
     assert list(trained.content["arrays"].keys()) == list(segmenter.keys())
+    digest = array_digest(trained.content["arrays"])
+    refs = (("unet", digest),)
+    # The segmenter travels once, as a model for the site to hold ...
     fused = evaluate(
-        _incoming(MessageType.EVALUATE, RecordDict({"seg:unet": trained.content["arrays"], "config": ConfigRecord(
-            CFG.replace(segmenters="unet", task="segmentation", seg_image_size=32).to_mapping() | {"split": "test", "candidates": "unet,fusion-union"})})),
+        _message(Evaluate(run=seg_cfg, split="test", candidates=("unet", "fusion-union"), segmenters=refs), held={digest: trained.content["arrays"]}),
         context,
     )
-    assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["fusion-union/seg-n"] > 0
-    assert fused.content["metrics"]["unet/seg-n"] == fused.content["metrics"]["fusion-union/seg-n"]
+    assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["fusion-union/seg_n"] > 0
+    assert fused.content["metrics"]["unet/seg_n"] == fused.content["metrics"]["fusion-union/seg_n"]
     _assert_scalar_metrics(fused.content["metrics"])
+    # ... and later messages refer to it by digest only.
     crops = CFG.replace(segmenters="unet", lesion_crop="predicted", seg_image_size=32)
     classifier = _global_arrays()
-    content = RecordDict({"arrays": classifier, "seg:unet": trained.content["arrays"], "config": ConfigRecord(crops.to_mapping() | {"server-round": 2})})
-    on_crops = train(_incoming(MessageType.TRAIN, content), context)
+    on_crops = train(_message(Train(run=crops, server_round=2, segmenters=refs), classifier), context)
+    assert not on_crops.has_error(), on_crops.error
     assert set(on_crops.content.keys()) == {"arrays", "metrics"}  # the segmenter it cropped with is not sent back
     assert list(on_crops.content["arrays"].keys()) == list(classifier.keys())
     for reply in (trained, fused, on_crops):
@@ -144,12 +143,20 @@ def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(t
         _assert_no_identifiers(reply, tmp_path)
 
 
+def test_a_model_the_site_does_not_hold_is_refused_by_name(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "alpha", n=12, masks=True)
+    crops = CFG.replace(segmenters="unet", lesion_crop="predicted", seg_image_size=32)
+    reply = train(_message(Train(run=crops, server_round=1, segmenters=(("unet", "0" * 24),)), _global_arrays()), _context(site))
+    assert reply.has_error() and reply.error.code == MISSING_MODEL and "0" * 24 in reply.error.reason
+    _assert_no_identifiers(reply, tmp_path)
+
+
 def test_broken_site_refuses_without_leaking_paths_or_ids(tmp_path: Path) -> None:
     def break_row(rows: list[dict[str, str]]) -> None:
         rows[4]["image"] = "images/missing-scan.png"
 
     site = make_site(tmp_path, "alpha", n=12, rows=break_row)
-    reply = query(_incoming(MessageType.QUERY, RecordDict({"config": _config()})), _context(site))
+    reply = query(_message(Describe(run=CFG)), _context(site))
     assert reply.has_error() and "row 6" in reply.error.reason and "not found" in reply.error.reason
     _assert_no_identifiers(reply, tmp_path)
     assert "missing-scan" not in reply.error.reason
@@ -157,7 +164,7 @@ def test_broken_site_refuses_without_leaking_paths_or_ids(tmp_path: Path) -> Non
 
 def test_external_site_never_trains(tmp_path: Path) -> None:
     site = make_site(tmp_path, "alpha", role="external", n=10)
-    reply = train(_incoming(MessageType.TRAIN, RecordDict({"arrays": _global_arrays(), "config": _config()})), _context(site))
+    reply = train(_message(Train(run=CFG), _global_arrays()), _context(site))
     assert reply.has_error() and "external" in reply.error.reason
 
 
@@ -167,8 +174,7 @@ def test_trained_weights_move_and_fedprox_keeps_them_closer(tmp_path: Path) -> N
     flat0 = torch.cat([t.float().flatten() for k, t in start.to_torch_state_dict().items() if "running" not in k and "num_batches" not in k])
 
     def distance(mu: float) -> float:
-        config = _config(**{"server-round": 1, "proximal-mu": mu, "lr": 0.05})
-        out = train(_incoming(MessageType.TRAIN, RecordDict({"arrays": start, "config": config})), _context(site))
+        out = train(_message(Train(run=CFG.replace(lr=0.05), server_round=1, proximal_mu=mu), start), _context(site))
         state = out.content["arrays"].to_torch_state_dict()
         flat = torch.cat([t.float().flatten() for k, t in state.items() if "running" not in k and "num_batches" not in k])
         return float((flat - flat0).norm())

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from client.cli import main as client_main
-from client.data import discover_sites, load_site_data, pool_site_data, site_path_for_partition, site_summary
+from client.data import load_site_data, pool_site_data, site_summary
+from client.node_site import discover_sites, site_path_for_partition
 from client.errors import SiteDataError
 from client.site_config import load_site_config
 from tests.conftest import make_site, write_png

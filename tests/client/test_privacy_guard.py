@@ -10,9 +10,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.app.metadata import Metadata
 
 from client.app import app as client_app
-from client.privacy_guard import POLICY_VIOLATION, audit_path, privacy_guard
+from client.privacy_guard import audit_path, privacy_guard
 from client.site_config import load_site_config
 from models.run_config import RunConfig
+from protocol.messages import POLICY_VIOLATION, Describe, array_digest, model_record_name
 from tests.conftest import make_site
 
 
@@ -41,29 +42,45 @@ def _guarded(site_yaml: Path, kind: str, reply_content: RecordDict, attached: di
 def test_a_model_update_and_scalar_metrics_leave_and_are_logged_without_values(tmp_path: Path) -> None:
     site = make_site(tmp_path, "a", n=6)
     arrays = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64))})
-    reply, log = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": arrays, "metrics": MetricRecord({"loss": 0.5, "auc-ci": [0.4, 0.9]})}))
+    reply, log = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": arrays, "metrics": MetricRecord({"loss": 0.5, "auc_ci": [0.4, 0.9]})}))
     assert not reply.has_error()
     assert log[0]["blocked"] == [] and log[0]["records"]["arrays"]["arrays"]["w"] == ["float32", [3, 2]]
-    assert log[0]["records"]["metrics"]["values"] == {"loss": 0.5, "auc-ci": [0.4, 0.9]}
+    assert log[0]["records"]["metrics"]["values"] == {"loss": 0.5, "auc_ci": [0.4, 0.9]}
+
+
+def test_metrics_outside_the_protocol_are_withheld(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    for metrics, rule in (
+        ({"case_id_hash": 0.5}, "metric 'case_id_hash' is not part of the protocol"),
+        ({"auc_ci": [0.1, 0.2, 0.3]}, "not the protocol's 2"),
+        ({"auc": [0.5, 0.6]}, "metric 'auc' is a list"),
+        ({"hist_pos": 3.0}, "metric 'hist_pos' must be a list"),
+        ({"unasked/seg_dice": 0.9}, "metric 'unasked/seg_dice' is not part of the protocol"),
+    ):
+        reply, log = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(metrics)}))
+        assert reply.has_error() and rule in reply.error.reason, (metrics, reply.error.reason)
+        assert log[-1]["blocked"]
 
 
 def test_segmenters_sent_along_never_go_back(tmp_path: Path) -> None:
     site = make_site(tmp_path, "a", n=6)
     segmenter = ArrayRecord({"conv": Array(np.zeros((4, 1, 3, 3), np.float32))})
     update = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64))})
-    reply, _ = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": update}), {"seg:unet": segmenter})
+    held = {model_record_name(array_digest(segmenter)): segmenter}
+    reply, _ = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": update}), held)
     assert not reply.has_error()  # the classifier's update, checked against the global classifier
-    for content in (RecordDict({"arrays": segmenter}), RecordDict({"arrays": update, "seg:unet": segmenter})):
-        reply, log = _guarded(site, MessageType.TRAIN, content, {"seg:unet": segmenter})
-        assert reply.has_error() and "differ in keys, shapes or dtypes from the global model" in reply.error.reason
-        assert log[-1]["blocked"]
+    reply, log = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": segmenter}), held)
+    assert reply.has_error() and "differ in keys, shapes or dtypes from the global model" in reply.error.reason
+    reply, log = _guarded(site, MessageType.TRAIN, RecordDict({"arrays": update, **held}), held)
+    assert reply.has_error() and f"'{next(iter(held))}': a ArrayRecord may not leave the site" in reply.error.reason
+    assert log[-1]["blocked"]
 
 
 def test_per_case_scores_are_withheld_unless_the_site_opts_in(tmp_path: Path) -> None:
-    per_case = RecordDict({"metrics": MetricRecord({"scores": [0.1, 0.7, 0.3, 0.9, 0.2]})})
+    per_case = RecordDict({"metrics": MetricRecord({"case_scores": [0.1, 0.7, 0.3, 0.9, 0.2]})})
     reply, log = _guarded(make_site(tmp_path, "a", n=6), MessageType.EVALUATE, per_case)
     assert reply.has_error() and reply.error.code == POLICY_VIOLATION
-    assert "metric 'scores' is a list of 5 values" in reply.error.reason and log[0]["blocked"]
+    assert "metric 'case_scores' is a list of 5 values" in reply.error.reason and log[0]["blocked"]
     opted_in = make_site(tmp_path, "b", n=6, extra_yaml="privacy:\n  share_case_predictions: true\n")
     reply, log = _guarded(opted_in, MessageType.EVALUATE, per_case)
     assert not reply.has_error() and log[0]["blocked"] == []
@@ -89,7 +106,7 @@ def test_handshake_strings_with_paths_or_unknown_keys_are_withheld(tmp_path: Pat
 def test_the_client_app_logs_its_real_replies(tmp_path: Path) -> None:
     site_yaml = make_site(tmp_path, "a", n=8)
     context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
-    reply = client_app(_incoming(MessageType.QUERY, RecordDict({"config": ConfigRecord(RunConfig(image_size=32).to_mapping())})), context)
+    reply = client_app(_incoming(MessageType.QUERY, RecordDict(Describe(run=RunConfig(image_size=32)).records())), context)
     assert not reply.has_error()
     log = [json.loads(l) for l in audit_path(load_site_config(site_yaml).output_dir).read_text().splitlines()]
     assert log[-1]["kind"] == "query" and log[-1]["records"]["site"]["values"]["site"] == "a"

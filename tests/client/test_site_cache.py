@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 import client.data
-from client.data import SiteData, clear_cache, load_site_data, site_index
+from client.data import SiteData, clear_cache, load_site_data
+from client.site_index import site_index
 from client.errors import SiteDataError
 from client.lesion_data import lesion_site_data
 from client.site_cache import SiteCache

@@ -342,12 +342,34 @@ def test_node_config_carries_the_site_config_and_the_worker_socket(tmp_path: Pat
     assert parse_config_args([node_config(site)]) == {"site-config": str(site.resolve())}
 
 
-def test_error_codes_agree_with_the_protocol() -> None:
+def test_error_codes_are_distinct_in_the_protocol() -> None:
     from protocol import messages
 
-    assert (worker_link.SITE_DATA_ERROR, worker_link.MISSING_MODEL) == (messages.SITE_DATA_ERROR, messages.MISSING_MODEL)
-    protocol_codes = {v for k, v in vars(messages).items() if k.isupper() and isinstance(v, int) and 4000 <= v < 5000}
-    assert not {WORKER_FAILED, WORKER_BAD_REQUEST, WORKER_TIMEOUT} & protocol_codes
+    codes = [v for k, v in vars(messages).items() if k.isupper() and isinstance(v, int) and 4000 <= v < 5000]
+    assert len(codes) == len(set(codes)) and {WORKER_FAILED, WORKER_BAD_REQUEST, WORKER_TIMEOUT} <= set(codes)
+
+
+def test_the_worker_refuses_as_the_client_app_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.app import Context, Message
+    from flwr.app.metadata import Metadata
+
+    import client.app
+    from client.model_store import MissingModelError
+    from client.work import refusal
+    from protocol.messages import ProtocolError
+
+    meta = Metadata(run_id=1, message_id="m", src_node_id=0, dst_node_id=7, reply_to_message_id="", group_id="1", created_at=0.0, ttl=60.0, message_type="train")
+    context = Context(run_id=1, node_id=7, node_config={}, state=RecordDict(), run_config={})
+    refusals = (SiteDataError("row 2 of /h/m.csv", "a manifest row is bad"), MissingModelError("model abc123 is not held at this site"), ProtocolError("no 'run' record"))
+    for err in refusals:
+
+        def raising(kind: str, content: RecordDict, node_config: dict[str, Any], err: Exception = err) -> RecordDict:
+            raise err
+
+        monkeypatch.setattr(client.app, "run_work", raising)
+        reply = client.app.handle(Message(metadata=meta, content=RecordDict()), context)
+        assert (reply.error.code, reply.error.reason) == refusal(err), type(err).__name__
+    assert refusal(RuntimeError("x")) is None
 
 
 # --- (f) a real worker process, and axilla-client's supervision of it --------------------------
@@ -384,11 +406,12 @@ def test_a_real_worker_process_answers_and_stops_on_sigterm(tmp_path: Path) -> N
             proc.wait()
     assert not path.exists()
     assert "listening on" in log.read_text() and "none.yaml" in log.read_text()
+    assert "(preloaded: client.site)" in log.read_text()  # torch and MONAI were imported before the worker listened
 
 
 def test_axilla_client_restarts_a_dead_worker_and_stops_it(tmp_path: Path) -> None:
     site = make_site(tmp_path, "alpha", n=4)
-    worker = SiteWorker(site, tmp_path / "run" / "w.sock", tmp_path / "logs" / "worker.log", max_delay=1.0)
+    worker = SiteWorker(site, tmp_path / "run" / "w.sock", tmp_path / "logs" / "worker.log", max_delay=1.0, extra_args=("--no-preload",))
     try:
         worker.start()
         first = worker.pid

@@ -15,7 +15,7 @@ def _site(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     labels = rng.integers(0, 2, n)
     scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1)
     metrics = binary_metrics(labels, scores, 0.5)
-    metrics["hist-pos"], metrics["hist-neg"] = score_histograms(labels, scores)
+    metrics["hist_pos"], metrics["hist_neg"] = score_histograms(labels, scores)
     return labels, scores, metrics
 
 

@@ -25,7 +25,7 @@ def _run_dir(tmp_path: Path) -> Path:
     }
     (run / "config.json").write_text(json.dumps(config))
     metrics = {"n": 20, "n_positive": 8, "auc": 0.8, "auc_ci": [0.6, 1.0], "accuracy": 0.7, "sensitivity": 0.5,
-               "specificity": 0.83, "npv": 0.7, "f1": 0.6, "threshold": 0.4, "tp": 4, "hist-pos": [1, 2]}
+               "specificity": 0.83, "npv": 0.7, "f1": 0.6, "threshold": 0.4, "tp": 4, "hist_pos": [1, 2]}
     lines = [
         {"round": 1, "model": "federated", "site": "a", "split": "val", "status": "ok", "metrics": {"auc": 0.6}},
         {"round": 2, "model": "federated", "site": "a", "split": "train", "status": "missing", "reason": "no reply before the round timeout"},
@@ -44,7 +44,7 @@ def test_report_follows_the_contract(tmp_path: Path) -> None:
     rows = report["classification"]
     assert [r["model"] for r in rows] == ["federated", "local:a"]  # only final evaluations, federated first
     assert "ppv" not in rows[0]  # undefined values are omitted, never faked
-    assert "tp" not in rows[0] and "hist-pos" not in rows[0]  # only contract fields
+    assert "tp" not in rows[0] and "hist_pos" not in rows[0]  # only contract fields
     assert rows[0]["auc_ci"] == [0.6, 1.0]
     assert report["phantom"]["bayes_auc"]["ext"] == 0.88
     assert report["missing"][0]["site"] == "a" and report["excluded"] == {"node-9": "manifest row 4: label is not 0 or 1"}
@@ -67,17 +67,19 @@ def test_segmentation_rows_per_segmenter_site_and_split_with_weighted_all_rows(t
     config = json.loads((run / "config.json").read_text())
     config["run"] |= {"pipeline": "automatic", "segmenters": "unetpp,unet", "seg-fusion": "union", "lesion-crop": "none",
                       "crop-margin": 4, "seg-image-size": 64}
+    config["description"] = {"pipeline": "automatic", "segmenters": ["unetpp", "unet"], "seg_fusion": "union", "seg_image_size": 64,
+                             "lesion_crop": "predicted", "crop_margin": 4}  # as server.federation.describe_run writes it
     (run / "config.json").write_text(json.dumps(config))
 
     def seg(dice: float, n: int, empty: int = 0) -> dict:
-        return {"num-examples": n, "loss": 0.3, "seg-n": n, "seg-dice": dice, "seg-dice-sd": 0.1, "seg-iou": dice - 0.1,
-                "seg-iou-sd": 0.1, "seg-precision": 0.9, "seg-precision-sd": 0.0, "seg-recall": 0.8, "seg-recall-sd": 0.0,
-                "seg-n-truth-empty": empty, "seg-n-pred-empty": 0}
+        return {"num_examples": n, "loss": 0.3, "seg_n": n, "seg_dice": dice, "seg_dice_sd": 0.1, "seg_iou": dice - 0.1,
+                "seg_iou_sd": 0.1, "seg_precision": 0.9, "seg_precision_sd": 0.0, "seg_recall": 0.8, "seg_recall_sd": 0.0,
+                "seg_n_truth_empty": empty, "seg_n_pred_empty": 0}
 
     lines = [
         {"round": "final", "model": "federated", "segmenter": s, "site": site, "split": "test", "status": "ok", "metrics": seg(d, n, e)}
         for s in ("unet", "fusion-union", "unetpp") for site, d, n, e in (("a", 0.9, 10, 1), ("ext", 0.6, 30, 0))
-    ] + [{"round": "final", "model": "federated", "segmenter": "unet", "site": "b", "split": "test", "status": "ok", "metrics": {"seg-n": 0}}]
+    ] + [{"round": "final", "model": "federated", "segmenter": "unet", "site": "b", "split": "test", "status": "ok", "metrics": {"seg_n": 0}}]
     with (run / "metrics.jsonl").open("a") as handle:
         handle.writelines(json.dumps(l) + "\n" for l in lines)
     report = write_report(run)

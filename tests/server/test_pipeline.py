@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from flwr.app import ArrayRecord
 
 from models.run_config import RunConfig
+from protocol.messages import array_digest
 from server.federation import run_federation
 from tests.conftest import make_site
 from tests.server.test_federation import DyingGrid, KilledServer, LoopbackGrid
@@ -50,15 +52,19 @@ def test_segmenters_then_classifier_on_predicted_crops(tmp_path: Path) -> None:
     }
     names = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert {"unet.pt", "deeplabv3.pt", "classifier.pt", "final.pt", "round-000.pt", "round-003.pt"} <= names
-    # stages in order, numbered across stages; the classifier's messages carry the segmenters, replies never do
+    # stages in order, numbered across stages; the segmenters travel once per site, then by digest; replies never carry them
     trains = [m for m in grid.sent if m.metadata.message_type == "train"]
-    stages = [(int(m.content["config"]["server-round"]), m.content["config"]["task"], m.content["config"]["segmenter"]) for m in trains]
+    stages = [(int(m.content["config"]["server-round"]), m.content["run"]["task"], m.content["run"]["segmenter"]) for m in trains]
     assert sorted({(r, t) for r, t, _ in stages}) == [(1, "segmentation"), (2, "segmentation"), (3, "classification")]
+    digests = {name: array_digest(ArrayRecord(torch.load(run_dir / "checkpoints" / f"{name}.pt"))) for name in SEGMENTERS}
     for message in trains:
-        carried = set(message.content.array_records)
-        assert carried == ({"arrays", "seg:unet", "seg:deeplabv3"} if message.content["config"]["task"] == "classification" else {"arrays"})
-    seg_evals = [m for m in grid.sent if m.metadata.message_type == "evaluate" and "candidates" in m.content["config"]]
-    assert len(seg_evals) == 5  # one message per site and split carries every segmenter: val at a, b; test at a, b, ext
+        assert set(message.content.array_records) == {"arrays"}  # the classifier's segmenters are held since their evaluation
+        if message.content["run"]["task"] == "classification":
+            assert message.content["config"]["segmenters"] == ",".join(f"{n}={digests[n]}" for n in SEGMENTERS)
+    carried = [(m.metadata.dst_node_id, name) for m in grid.sent for name in m.content.array_records if name.startswith("model:")]
+    assert sorted(carried) == sorted((node, f"model:{digests[n]}") for node in grid.get_node_ids() for n in SEGMENTERS)  # once per site
+    seg_evals = [m for m in grid.sent if m.metadata.message_type == "evaluate" and m.content["config"]["candidates"]]
+    assert len(seg_evals) == 5  # one message per site and split refers to every segmenter: val at a, b; test at a, b, ext
     assert {m.content["config"]["candidates"] for m in seg_evals} == {"unet,deeplabv3,fusion-mean,fusion-union"}
     classifier = torch.load(run_dir / "checkpoints" / "classifier.pt")
     assert set(classifier) == set(torch.load(run_dir / "checkpoints" / "final.pt"))

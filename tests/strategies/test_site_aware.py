@@ -84,8 +84,8 @@ def test_aggregation_weights_by_training_cases_and_keeps_dtypes() -> None:
     strategy = SiteFedAvg(SITES, recorder, min_train_sites=2)
     list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
     replies = [
-        _reply(11, {"w": np.array([1.0, 2.0, 3.0], np.float32), "bn.num_batches_tracked": np.array(8, np.int64)}, {"num-examples": 40, "train-loss": 1.0}),
-        _reply(22, {"w": np.array([3.0, 6.0, 9.0], np.float32), "bn.num_batches_tracked": np.array(9, np.int64)}, {"num-examples": 20, "train-loss": 4.0}),
+        _reply(11, {"w": np.array([1.0, 2.0, 3.0], np.float32), "bn.num_batches_tracked": np.array(8, np.int64)}, {"num_examples": 40, "train_loss": 1.0}),
+        _reply(22, {"w": np.array([3.0, 6.0, 9.0], np.float32), "bn.num_batches_tracked": np.array(9, np.int64)}, {"num_examples": 20, "train_loss": 4.0}),
     ]
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert arrays is not None and metrics is not None
@@ -93,7 +93,7 @@ def test_aggregation_weights_by_training_cases_and_keeps_dtypes() -> None:
     assert arrays["w"].numpy().dtype == np.float32
     assert arrays["bn.num_batches_tracked"].numpy().dtype == np.int64
     assert int(arrays["bn.num_batches_tracked"].numpy()) == 8  # 8*2/3 + 9/3 = 8.33 -> 8
-    assert metrics["train-loss"] == pytest.approx(2.0)
+    assert metrics["train_loss"] == pytest.approx(2.0)
     (_, _, per_site, missing), = recorder.trained_calls
     assert set(per_site) == {"a", "b"} and missing == {}
 
@@ -102,18 +102,18 @@ def test_failed_and_silent_sites_are_named_and_left_out() -> None:
     recorder = Recorder()
     strategy = SiteFedAvg(SITES, recorder, min_train_sites=1)
     list(strategy.configure_train(2, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
-    arrays, _ = strategy.aggregate_train(2, [_reply(11, {"w": np.ones(3, np.float32), "bn.num_batches_tracked": np.array(1, np.int64)}, {"num-examples": 5})])
+    arrays, _ = strategy.aggregate_train(2, [_reply(11, {"w": np.ones(3, np.float32), "bn.num_batches_tracked": np.array(1, np.int64)}, {"num_examples": 5})])
     assert arrays is not None and np.allclose(arrays["w"].numpy(), 1.0)
     assert recorder.trained_calls[-1][3] == {"b": "no reply before the round timeout"}
     list(strategy.configure_evaluate(2, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
     agg = strategy.aggregate_evaluate(
         2,
         [
-            _reply(11, None, {"num-examples": 10, "auc": 0.8, "hist-pos": [1, 2]}),
+            _reply(11, None, {"num_examples": 10, "auc": 0.8, "hist_pos": [1, 2]}),
             _reply(22, None, {}, error="manifest row 4: label is not 0 or 1"),
         ],
     )
-    assert agg is not None and agg["auc"] == pytest.approx(0.8) and "hist-pos" not in agg
+    assert agg is not None and agg["auc"] == pytest.approx(0.8) and "hist_pos" not in agg
     _, per_site, missing = recorder.evaluated_calls[-1]
     assert set(per_site) == {"a"} and missing == {"b": "error: manifest row 4: label is not 0 or 1"}
 

@@ -51,8 +51,8 @@ def test_nan_update_is_rejected_named_and_the_round_continues() -> None:
     strategy = SiteFedAvg(SITES, recorder, min_train_sites=1)
     list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
     replies = [
-        _reply(11, _arrays([1, 2, 3]), {"num-examples": 40}),
-        _reply(22, _arrays([float("nan"), 0, 0]), {"num-examples": 20}),
+        _reply(11, _arrays([1, 2, 3]), {"num_examples": 40}),
+        _reply(22, _arrays([float("nan"), 0, 0]), {"num_examples": 20}),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None and np.allclose(arrays["w"].numpy(), [1, 2, 3])  # only site a aggregated
@@ -68,9 +68,9 @@ def test_outlying_update_is_rejected_with_three_sites() -> None:
     strategy = SiteFedAvg(sites, recorder, min_train_sites=1, max_update_norm_ratio=10.0)
     list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33, 44])))
     replies = [
-        _reply(11, _arrays([1, 0, 0]), {"num-examples": 10}),
-        _reply(22, _arrays([0, 1.5, 0]), {"num-examples": 10}),
-        _reply(44, _arrays([500, 0, 0]), {"num-examples": 10}),
+        _reply(11, _arrays([1, 0, 0]), {"num_examples": 10}),
+        _reply(22, _arrays([0, 1.5, 0]), {"num_examples": 10}),
+        _reply(44, _arrays([500, 0, 0]), {"num_examples": 10}),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None and np.allclose(arrays["w"].numpy(), [0.5, 0.75, 0])
