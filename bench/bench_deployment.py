@@ -347,31 +347,63 @@ def attribute_work(messages: list[dict[str, Any]], works: list[dict[str, Any]]) 
                                   "in_clientapp": work["pid"] == msg["pid"]})  # fmt: skip
 
 
+def _span(marks: dict[str, float], start: str, end: str) -> float | None:
+    """Seconds between two marks, None when either is missing."""
+    return round(marks[end] - marks[start], 3) if start in marks and end in marks else None
+
+
 def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per handled message: its timings and the overhead split into where it goes."""
-    exits = {e["pid"]: e["time"] for e in events if e["event"] == "exit"}
+    exits = {e["pid"]: e for e in events if e["event"] == "exit"}
     messages = sorted((dict(e) for e in events if e["event"] == "message"), key=lambda e: e["received"])
     attribute_work(messages, [e for e in events if e["event"] == "work"])
     rows = []
     for m in messages:
-        end = exits.get(m["pid"])
-        marks = m.get("marks") or {}
-        app_start, app_end = marks.get("client.app:start"), marks.get("client.app:end")
+        end = exits.get(m["pid"], {}).get("time")
+        marks = {"process:start": m["process_start"], "call:start": m["received"], **(exits.get(m["pid"], {}).get("marks") or {}), **(m.get("marks") or {})}
         rows.append({
             "site": m["site"], "kind": kind_of(m), "message_type": m.get("kind"), "split": m.get("split"),
             "server_round": m.get("server_round"), "pid": m["pid"], "error": m.get("reply_error"),
             "process_start": m["process_start"], "received": m["received"], "replied": m["replied"], "exit": end,
             "work_s": round(m["work_s"], 3),
             "overhead_s": round(m["replied"] - m["process_start"] - m["work_s"], 3),
-            "startup_s": round(m["received"] - m["process_start"], 3),  # process start -> message in hand (imports, pull, FAB)
-            # ... of which: Python, Flower, pulling the message and FAB, installing it | importing the ClientApp module
-            "boot_s": round(app_start - m["process_start"], 3) if app_start else None,
-            "app_import_s": round(app_end - app_start, 3) if app_start and app_end else None,
+            # process start -> message in hand, and its parts:
+            "startup_s": round(m["received"] - m["process_start"], 3),
+            "flower_import_s": _span(marks, "process:start", "flwr.clientapp.client_app:end"),  # Python and Flower's imports
+            "pull_s": _span(marks, "pull_task_input:start", "pull_task_input:end"),  # the message, context and FAB from the SuperNode
+            "install_fab_s": _span(marks, "install_from_fab:start", "install_from_fab:end"),
+            "app_import_s": _span(marks, "client.app:start", "client.app:end"),  # the ClientApp module (torch, MONAI, axilla)
             "in_call_other_s": round(m["replied"] - m["received"] - m["work_s"], 3),  # data loading, model, guard
             "after_reply_s": round(end - m["replied"], 3) if end else None,  # push reply, exit (not in overhead)
+            "push_s": _span(marks, "push_message:start", "push_message:end"),
             "work_calls": m["work_calls"], "client_app_file": m.get("client_app_file"),
         })  # fmt: skip
     return rows
+
+
+PARTS = ("flower_import_s", "pull_s", "install_fab_s", "app_import_s", "in_call_other_s", "work_s", "after_reply_s")
+
+
+def where_it_goes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per kind, over all sites: median seconds of each part of a ClientApp process, first messages and later ones."""
+    out = []
+    for kind in sorted({r["kind"] for r in rows}, key=_kind_order):
+        for which in ("first", "later"):
+            group = []
+            for site in sorted({r["site"] for r in rows if r["kind"] == kind}):
+                site_rows = [r for r in rows if r["kind"] == kind and r["site"] == site]
+                group += site_rows[:1] if which == "first" else site_rows[1:]
+            if group:
+                entry: dict[str, Any] = {"kind": kind, "messages": which, "n": len(group), "overhead_s": _median([r["overhead_s"] for r in group])}
+                entry.update({key: _median([r[key] for r in group if r[key] is not None]) for key in PARTS})
+                out.append(entry)
+    return out
+
+
+def _kind_order(kind: str) -> tuple[int, str]:
+    """query, train, evaluate, then the rest."""
+    base = kind.split(":")[0]
+    return (("query", "train", "evaluate").index(base) if base in ("query", "train", "evaluate") else 9, kind)
 
 
 def _median(values: list[float]) -> float | None:
@@ -383,11 +415,11 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per site and kind: first message and the median of the later ones, for overhead and its parts."""
     out = []
     for site in sorted({r["site"] for r in rows}):
-        for kind in sorted({r["kind"] for r in rows if r["site"] == site}, key=lambda k: ("query", "train", "evaluate").index(k.split(":")[0]) if k.split(":")[0] in ("query", "train", "evaluate") else 9):
+        for kind in sorted({r["kind"] for r in rows if r["site"] == site}, key=_kind_order):
             group = [r for r in rows if r["site"] == site and r["kind"] == kind]
             first, later = group[0], group[1:]
             entry: dict[str, Any] = {"site": site, "kind": kind, "count": len(group), "errors": sum(1 for r in group if r["error"])}
-            for key in ("overhead_s", "startup_s", "boot_s", "app_import_s", "in_call_other_s", "work_s", "after_reply_s"):
+            for key in ("overhead_s", "startup_s", *PARTS):
                 entry[f"first_{key}"] = first[key]
                 entry[f"later_median_{key}"] = _median([r[key] for r in later if r[key] is not None])
             out.append(entry)
@@ -438,47 +470,88 @@ def machine() -> dict[str, Any]:
     return {"host": socket.gethostname(), "cpu": model, "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
-def table(summary: list[dict[str, Any]], handshake: dict[str, Any] | None) -> str:
-    """The Markdown table of per-site, per-kind overhead."""
-    def s(value: float | None) -> str:
-        return "–" if value is None else f"{value:.2f}"
+def _s(value: float | None) -> str:
+    """Seconds for a table cell."""
+    return "–" if value is None else f"{value:.1f}"
+
+
+def table(summary: list[dict[str, Any]], parts: list[dict[str, Any]], handshake: dict[str, Any] | None) -> str:
+    """Markdown: overhead per site and kind, then where a ClientApp process's time goes per kind."""
     lines = [
-        "| site | kind | n | overhead first (s) | overhead later, median (s) | process boot + Flower first / later (s) "
-        "| client.app import first / later (s) | in-call non-work first / later (s) | work first / later (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| site | kind | n | overhead, first (s) | overhead, later median (s) | work, first / later (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for e in summary:
+        errors = f" ({e['errors']} err)" if e["errors"] else ""
         lines.append(
-            f"| {e['site']} | {e['kind']} | {e['count']}{' (' + str(e['errors']) + ' err)' if e['errors'] else ''} "
-            f"| {s(e['first_overhead_s'])} | {s(e['later_median_overhead_s'])} "
-            f"| {s(e['first_boot_s'])} / {s(e['later_median_boot_s'])} "
-            f"| {s(e['first_app_import_s'])} / {s(e['later_median_app_import_s'])} "
-            f"| {s(e['first_in_call_other_s'])} / {s(e['later_median_in_call_other_s'])} "
-            f"| {s(e['first_work_s'])} / {s(e['later_median_work_s'])} |"
+            f"| {e['site']} | {e['kind']} | {e['count']}{errors} | {_s(e['first_overhead_s'])} | {_s(e['later_median_overhead_s'])} "
+            f"| {_s(e['first_work_s'])} / {_s(e['later_median_work_s'])} |"
         )
     if handshake:
-        lines.append("")
-        lines.append(f"Handshake (query) site-side time at the largest site, {handshake['site']} ({handshake['cases']} cases): {handshake['seconds']:.2f} s")
+        lines += ["", f"Handshake (query) site-side time at the largest site, {handshake['site']} ({handshake['cases']} cases): {handshake['seconds']:.1f} s"]
+    lines += [
+        "",
+        "Where a ClientApp process's time goes (median over sites, s): overhead = Python+Flower import + pull message/FAB "
+        "+ install FAB + client.app import + in-call non-work (+ small gaps); after reply (push, exit) is not in it.",
+        "",
+        "| kind | messages | n | overhead | Python+Flower import | pull message | install FAB | client.app import | in-call non-work | work | after reply |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in parts:
+        lines.append(f"| {p['kind']} | {p['messages']} | {p['n']} | {_s(p['overhead_s'])} | " + " | ".join(_s(p[key]) for key in PARTS) + " |")
     return "\n".join(lines)
 
 
 @dataclass
 class Attempt:
-    """What one deployment run left: the probes' events, its wall time, the sites and the run config."""
+    """What one deployment run left in its folder: the probes' events, its wall time, how the server ended."""
 
+    root: Path
     events: list[dict[str, Any]]
-    wall_s: float
     cases: dict[str, int]
     config: dict[str, Any]
-    root: Path
-    survivors: list[int]
+    wall_s: float
+    server_exit: int | None
+    error: str = ""
+    survivors: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """The server finished the run (exit 0)."""
+        return self.server_exit == 0
+
+    def save(self) -> None:
+        """Write ``attempt.json`` next to the timing lines, so ``--reanalyze`` can read the folder later."""
+        facts = {"wall_s": self.wall_s, "server_exit": self.server_exit, "error": self.error, "survivors": self.survivors}
+        (self.root / "attempt.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, root: Path) -> Attempt:
+        """Read a kept attempt folder (without ``attempt.json``: wall time from the run config's and server log's mtimes)."""
+        facts_file = root / "attempt.json"
+        if facts_file.exists():
+            facts = json.loads(facts_file.read_text(encoding="utf-8"))
+        else:
+            log = (root / "logs" / "server.log").read_text(encoding="utf-8", errors="replace")
+            wall = (root / "logs" / "server.log").stat().st_mtime - (root / "run.toml").stat().st_mtime
+            facts = {"wall_s": wall, "server_exit": 0 if "the run completed" in log else None, "error": "" if "the run completed" in log else log[-1500:]}
+        cases = {site_name(y): max(0, len((y.parent / "manifest.csv").read_text().splitlines()) - 1) for y in sorted((root / "sites").glob("*/site.yaml"))}
+        config = {k: _toml_value(v.strip()) for k, _, v in (line.partition("=") for line in (root / "run.toml").read_text().splitlines() if "=" in line)}
+        return cls(root, read_events(root / "timing.jsonl"), cases, {k.strip(): v for k, v in config.items()}, facts["wall_s"],
+                   facts["server_exit"], facts.get("error", ""), facts.get("survivors", []))  # fmt: skip
 
 
 def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> Attempt:
-    """One loopback deployment: enrol the sites, run the server and every client, stop them all, read the probes."""
+    """One loopback deployment: enrol the sites, run the server and every client, stop them all, read the probes.
+
+    A server that fails still leaves the messages its sites handled; the attempt then says why it failed.
+    """
     root.mkdir(parents=True)
     launcher = Launcher(repo, root, args.work)
     timing = root / "timing.jsonl"
+    started = time.time()
+    code: int | None = None
+    error = ""
     try:
         cases = prepare_sites(repo, sites, root / "sites")
         study = root / "study"
@@ -492,15 +565,45 @@ def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> A
         clients = {site: (yaml, study, port, timing) for site, yaml in yamls.items()}
         for site, (yaml, *_rest) in clients.items():
             start_client(launcher, site, yaml, study, port, timing)
-        code = follow(launcher, server, clients, args.timeout)
-        wall = time.time() - started
-        if code != 0:
-            raise RuntimeError(f"axilla-server exited with {code}:\n{server.text()[-3000:]}")
+        try:
+            code = follow(launcher, server, clients, args.timeout)
+        except (RuntimeError, TimeoutError) as err:
+            error = str(err)[-3000:]
+        if code not in (0, None):
+            error = f"axilla-server exited with {code}:\n{server.text()[-3000:]}"
     finally:
         survivors = launcher.stop_all()
         if survivors:
             print(f"warning: processes outlived the bench: {survivors}", file=sys.stderr)
-    return Attempt(read_events(timing), wall, cases, config, root, survivors)
+    attempt = Attempt(root, read_events(timing), cases, config, time.time() - started, code, error, survivors)
+    attempt.save()
+    return attempt
+
+
+def analyze(attempt: Attempt, repo: Path, failures: list[str], loads: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The result document and the Markdown table of one attempt."""
+    rows = per_message(attempt.events)
+    summary = summarize(rows)
+    cases = attempt.cases
+    largest = max(cases, key=lambda site: cases[site])
+    query = next((r for r in rows if r["site"] == largest and r["kind"] == "query"), None)
+    handshake = {"site": largest, "cases": cases[largest], "seconds": query["overhead_s"]} if query else None
+    result = {
+        "bench": "deployment", "date": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+        "repo": str(repo), **git_facts(repo), "run_config": attempt.config, "sites": cases,
+        "definition": "overhead = reply ready - ClientApp process start - work (train_round / evaluate_split / evaluate_candidates, wherever they run)",
+        "complete": attempt.complete, "error": attempt.error[-1500:], "failed_attempts": failures,
+        "run_wall_s": round(attempt.wall_s, 1), "load_average": loads,
+        "summary": summary, "handshake_largest_site": handshake, "between_messages": gaps(rows),
+        "provenance": provenance(attempt.events, repo), "survivors": attempt.survivors, "messages": rows,
+    }  # fmt: skip
+    parts = where_it_goes(rows)
+    result["where_it_goes"] = parts
+    text = table(summary, parts, handshake)
+    text += (f"\n\nrun wall time {result['run_wall_s']:.0f} s{'' if attempt.complete else ' (the run did not complete: see error)'}; "
+             f"load average 1-min mean {loads.get('mean_1min')}, max {loads.get('max_1min')} ({result['machine']['cpus']} CPUs); "
+             f"measured {repo} @ {result['commit'][:7]}{' (dirty)' if result['dirty'] else ''}")  # fmt: skip
+    return result, text
 
 
 def main() -> int:
@@ -512,14 +615,18 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="result file (default: bench/results/<date>-<machine>-deployment.json)")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="another run config key")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the server (default 3600)")
-    parser.add_argument("--attempts", type=int, default=2, help="runs to try when one fails (default 2)")
+    parser.add_argument("--attempts", type=int, default=2, help="runs to try until one completes (default 2); else the fullest is reported")
     parser.add_argument("--work", default="", metavar="MODULE:FN,FN;...", help="work functions to time (default: client.site's train_round, evaluate_split, evaluate_candidates)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders (logs, timing lines)")
+    parser.add_argument("--reanalyze", type=Path, metavar="ATTEMPT_DIR", help="only recompute the results from a kept attempt folder")
     args = parser.parse_args()
     repo = args.repo.resolve()
     if not (repo / "server" / "cli.py").is_file():
         parser.error(f"{repo}: not an axilla checkout")
     out = args.out or BENCH / "results" / f"{datetime.now():%Y-%m-%d}-{socket.gethostname()}-deployment.json"
+    if args.reanalyze:
+        result, text = analyze(Attempt.load(args.reanalyze.resolve()), repo, [], {"note": "not sampled (--reanalyze)"})
+        return _report(result, text, out)
     scratch = Path(tempfile.mkdtemp(prefix="axilla-bench-deployment-"))
     sites = args.sites_dir.resolve() if args.sites_dir else scratch / "phantom"
     sites.mkdir(parents=True, exist_ok=True)
@@ -527,47 +634,32 @@ def main() -> int:
     print(f"measuring {repo} in {scratch} (load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f})", flush=True)
     load = LoadSampler()
     load.start()
-    failures: list[str] = []
-    attempt: Attempt | None = None
+    attempts: list[Attempt] = []
     try:
         for number in range(1, args.attempts + 1):
-            try:
-                attempt = run_once(repo, sites, scratch / f"attempt-{number}", args)
+            attempts.append(run_once(repo, sites, scratch / f"attempt-{number}", args))
+            if attempts[-1].complete:
                 break
-            except (RuntimeError, TimeoutError) as err:
-                failures.append(str(err)[-1500:])
-                print(f"attempt {number} failed (logs in {scratch / f'attempt-{number}'}):\n{str(err)[-1500:]}", file=sys.stderr, flush=True)
+            print(f"attempt {number} did not complete (kept in {attempts[-1].root}):\n{attempts[-1].error[-1500:]}", file=sys.stderr, flush=True)
     finally:
-        loads = load.stop()
-    if attempt is None:
-        print(f"every attempt failed; kept {scratch}", file=sys.stderr)
-        return 1
-    rows = per_message(attempt.events)
-    summary = summarize(rows)
-    cases = attempt.cases
-    largest = max(cases, key=lambda site: cases[site])
-    query = next((r for r in rows if r["site"] == largest and r["kind"] == "query"), None)
-    handshake = {"site": largest, "cases": cases[largest], "seconds": query["overhead_s"]} if query else None
-    result = {
-        "bench": "deployment", "date": datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-        "repo": str(repo), **git_facts(repo), "run_config": attempt.config, "sites": cases,
-        "definition": "overhead = reply ready - ClientApp process start - work (train_round / evaluate_split / evaluate_candidates, wherever they run)",
-        "run_wall_s": round(attempt.wall_s, 1), "failed_attempts": failures,
-        "load_average": {"start_1_5_15": [round(x, 2) for x in load_start], **loads},
-        "summary": summary, "handshake_largest_site": handshake, "between_messages": gaps(rows),
-        "provenance": provenance(attempt.events, repo), "survivors": attempt.survivors, "messages": rows,
-    }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(table(summary, handshake))
-    print(f"\nrun wall time {result['run_wall_s']:.0f} s; load average 1-min mean {loads['mean_1min']}, max {loads['max_1min']} "
-          f"({result['machine']['cpus']} CPUs); measured {repo} @ {result['commit'][:7]}{' (dirty)' if result['dirty'] else ''}")  # fmt: skip
-    print(f"wrote {out}")
-    if args.keep or failures:
+        loads = {"start_1_5_15": [round(x, 2) for x in load_start], **load.stop()}
+    best = max(attempts, key=lambda a: (a.complete, sum(e["event"] == "message" for e in a.events)))
+    result, text = analyze(best, repo, [a.error[-1500:] for a in attempts if a is not best], loads)
+    code = _report(result, text, out)
+    if args.keep or not best.complete:
         print(f"kept {scratch}")
     else:
         shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+    return code if best.complete else 1
+
+
+def _report(result: dict[str, Any], text: str, out: Path) -> int:
+    """Write the result file and print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote {out}")
+    return 0 if result["messages"] else 1
 
 
 if __name__ == "__main__":

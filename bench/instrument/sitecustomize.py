@@ -6,12 +6,14 @@ site worker), it appends single JSON lines (O_APPEND) to that file:
 
 - ``message``: a ``ClientApp.__call__`` (Flower's class, patched once ``flwr.clientapp.client_app``
   has executed): process start, when the message arrived and when the reply was ready, and when
-  the import of ``client.app`` began and ended;
+  the import of ``client.app`` and Flower's steps (pulling the message, installing the FAB) began
+  and ended;
 - ``work``: one call of ``client.site.train_round`` / ``evaluate_split`` / ``evaluate_candidates``
   (patched right after ``client.site`` executes, before anyone imports names from it; other
   functions by ``AXILLA_BENCH_WORK="module:fn,fn;module:fn"``), in whatever process it runs,
   outermost calls only;
-- ``exit``: when a process that logged a message or work, or imported axilla's ``client``, ends.
+- ``exit``: when a process that logged a message or work, or imported axilla's ``client``, ends
+  (with the marks, which now include Flower's push of the reply).
 
 Nothing here imports axilla or Flower itself, so it never changes which code a process loads.
 """
@@ -33,6 +35,8 @@ from typing import Any
 
 TIMING_ENV = "AXILLA_BENCH_TIMING"  # the JSON-lines file every probe appends to
 SITE_ENV = "AXILLA_BENCH_SITE"  # the site a process belongs to (set by the bench per axilla-client)
+# Flower's steps of a ClientApp process, timed only to show where its start-up goes (absent: no marks)
+FLOWER_STEPS = ("pull_task_input", "install_from_fab", "push_message")
 WORK_ENV = "AXILLA_BENCH_WORK"  # optional "module:fn,fn;module:fn" naming the work functions instead
 DEFAULT_WORK = "client.site:train_round,evaluate_split,evaluate_candidates"
 
@@ -86,7 +90,7 @@ class Recorder:
     def at_exit(self) -> None:
         """Record when a measured process ends."""
         if self.active or "client" in sys.modules:
-            self.write("exit", time=time.time())
+            self.write("exit", time=time.time(), marks=self.marks)
 
 
 def message_facts(message: Any, context: Any) -> dict[str, Any]:
@@ -139,6 +143,24 @@ def patch_client_app(module: ModuleType, recorder: Recorder) -> None:
 
     timed_call._bench_wrapped = True  # type: ignore[attr-defined]
     cls.__call__ = timed_call
+
+
+def mark_steps(module: ModuleType, names: tuple[str, ...], recorder: Recorder) -> None:
+    """Wrap module functions to note when their first call began and ended (``<name>:start`` / ``<name>:end``)."""
+    for name in names:
+        original = getattr(module, name, None)
+        if original is None or getattr(original, "_bench_wrapped", False):
+            continue
+
+        def marked(*args: Any, _name: str = name, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            recorder.marks.setdefault(f"{_name}:start", time.time())
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                recorder.marks.setdefault(f"{_name}:end", time.time())
+
+        marked._bench_wrapped = True  # type: ignore[attr-defined]
+        setattr(module, name, functools.wraps(original)(marked))
 
 
 def work_functions() -> dict[str, list[str]]:
@@ -230,6 +252,7 @@ def install() -> None:
     hooks: dict[str, Callable[[ModuleType], None]] = {
         "flwr.clientapp.client_app": lambda m: patch_client_app(m, recorder),
         "client.app": lambda m: None,  # only its import time: the ClientApp's own imports (torch, MONAI, ...)
+        "flwr.supernode.runtime.run_clientapp": lambda m: mark_steps(m, FLOWER_STEPS, recorder),
     }
     for module, names in work_functions().items():
         hooks[module] = lambda m, names=names: patch_work(m, names, recorder)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -31,6 +32,7 @@ import httpx
 import pytest
 import torch
 
+from server.study_cli import main as study_main
 from simulation.phantom import make_phantom
 from tests.server.processes import PORTS, Processes, wait_until
 
@@ -41,6 +43,7 @@ FAULTS = Path(__file__).resolve().parent / "faults"
 QUICK = REPO / "experiments" / "quick.toml"
 SITES = ("site_a", "site_b", "site_ext")
 SERVER_TIMEOUT = 480.0
+ROUND_TIMEOUT = "round-timeout=300"  # a bound on every wait for sites; faults end rounds through Flower's heartbeats, not this
 START_TIMEOUT = 300.0  # a bound, not a wait: a loaded machine can take minutes to start Python, Flower and the SuperLink
 
 
@@ -122,14 +125,23 @@ class Deployment:
         return Path(log.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny phantom cohort (site_a, site_b train; site_ext external), made once; each study takes a copy."""
+    root = tmp_path_factory.mktemp("phantom")
+    make_phantom(root, "tiny", seed=0)
+    return root
+
+
 @contextmanager
-def _study(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Deployment]:
+def _study(tmp_path_factory: pytest.TempPathFactory, name: str, phantom: Path) -> Iterator[Deployment]:
     """A study with site_a and site_b (train) and site_ext (external) enrolled; on exit, no process of it may be left."""
     root = tmp_path_factory.mktemp(name)
-    make_phantom(root / "sites", "tiny", seed=0)
-    _cli("axilla-study", "--study", str(root / "study"), "init")
+    shutil.copytree(phantom, root / "sites")
+    # The coordinator's set-up, in-process (the same CLI code; the scenarios call the installed commands).
+    assert study_main(["--study", str(root / "study"), "init"]) == 0
     for site in SITES:
-        _cli("axilla-study", "--study", str(root / "study"), "add-site", site)
+        assert study_main(["--study", str(root / "study"), "add-site", site]) == 0
     port, internal = PORTS.take(2)
     dep = Deployment(root, Processes(root / "logs"), port, internal)
     try:
@@ -208,15 +220,15 @@ class TestReferenceStudy:
     """An uninterrupted reference run with an intruder and foreign certificates; its twin's coordinator crashes and resumes."""
 
     @pytest.fixture(scope="class")
-    def runs(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceRuns]:
+    def runs(self, tmp_path_factory: pytest.TempPathFactory, tiny_phantom: Path) -> Iterator[ReferenceRuns]:
         """Both runs (2 rounds, validate-every=0) side by side, shared by this class's tests; the tests read what they left.
 
         The crashed run has its own study so that it can go on while the reference run does: one
         study has one SuperLink, which serves one axilla-server at a time.
         """
-        with _study(tmp_path_factory, "reference") as dep, _study(tmp_path_factory, "crashed") as twin:
-            dep.start_server("server", "--run-config", str(QUICK), "--set", "round-timeout=120", "--set", "run-id=reference", wait=False)
-            twin.start_server("server-killed", "--run-config", str(QUICK), "--set", "round-timeout=120", "--set", "run-id=interrupted", wait=False)
+        with _study(tmp_path_factory, "reference", tiny_phantom) as dep, _study(tmp_path_factory, "crashed", tiny_phantom) as twin:
+            dep.start_server("server", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=reference", wait=False)
+            twin.start_server("server-killed", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=interrupted", wait=False)
             dep.wait_serving("server")
             twin.wait_serving("server-killed")
             for site in SITES:
@@ -321,13 +333,13 @@ class TestSiteFaults:
     """Sites that crash or send NaN during a run (a study of its own)."""
 
     @pytest.fixture(scope="class")
-    def faults(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
+    def faults(self, tmp_path_factory: pytest.TempPathFactory, tiny_phantom: Path) -> Iterator[FaultRun]:
         """The faulty run, read by this class's tests."""
-        with _study(tmp_path_factory, "faults") as dep:
+        with _study(tmp_path_factory, "faults", tiny_phantom) as dep:
             dep.copy_site("site_nan", like="site_a")
             _cli("axilla-study", "--study", str(dep.study), "add-site", "site_nan")
             dep.start_server(
-                "server-faults", "--run-config", str(QUICK), "--set", "round-timeout=150", "--set", "min-train-sites=1",
+                "server-faults", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "min-train-sites=1",
                 "--set", "num-rounds=3", "--set", "run-id=faults",
             )  # fmt: skip
             for site in SITES:

@@ -85,7 +85,7 @@ def test_a_resumed_pipeline_skips_finished_stages(tmp_path: Path) -> None:
     interrupted = tmp_path / "runs" / "r1"
     grid = LoopbackGrid(sites)
     resumed = run_federation(grid, _cfg(tmp_path, run_id="other", resume_from=str(interrupted)))  # type: ignore[arg-type]
-    trained = {m.content["config"]["task"] for m in grid.sent if m.metadata.message_type == "train"}
+    trained = {m.content["run"]["task"] for m in grid.sent if m.metadata.message_type == "train"}
     assert trained == {"classification"}  # both segmenters were done: only the classifier trains again
     report = json.loads((resumed / "report.json").read_text())
     assert {r["segmenter"] for r in report["segmentation"]} == {*SEGMENTERS, "fusion-mean", "fusion-union"}
