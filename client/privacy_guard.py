@@ -30,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
-from protocol.messages import ARRAYS, CONFIG, POLICY_VIOLATION, REPLY_RECORDS, SiteDescription
+from protocol.messages import ARRAYS, POLICY_VIOLATION, REPLY_RECORDS, Evaluate, SiteDescription
 from protocol.metrics import METRIC_LENGTHS, PER_CASE, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
@@ -46,8 +46,7 @@ def _array_signature(record: ArrayRecord) -> dict[str, tuple[str, tuple[int, ...
 
 def _candidates(incoming: Message) -> set[str]:
     """The segmentation candidates an evaluation message asked for (their metrics are prefixed by name)."""
-    config = incoming.content.config_records.get(CONFIG, {}) if incoming.has_content() else {}
-    return {c for c in str(config.get("candidates", "")).split(",") if c}
+    return set(Evaluate.candidates_in(incoming.content)) if incoming.has_content() else set()
 
 
 def _metric_problems(record: MetricRecord, candidates: set[str], share_case_predictions: bool) -> list[str]:

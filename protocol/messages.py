@@ -164,6 +164,12 @@ class Evaluate(Instruction):
     grad_cam: str = ""  # folder for Grad-CAM overlays at the site ('' writes none)
     candidates: tuple[str, ...] = ()
 
+    @staticmethod
+    def candidates_in(content: RecordDict) -> tuple[str, ...]:
+        """The segmentation candidates a message asks for (empty for any other message), without parsing the rest."""
+        raw = content.config_records.get(CONFIG, ConfigRecord())
+        return _decode(raw.get(_kebab("candidates"), ""), ())
+
 
 @dataclass(frozen=True)
 class SiteDescription:
