@@ -25,10 +25,8 @@ from client import worker_link
 from client.cli import SiteWorker, WorkerStartError, node_config
 from client.errors import SiteDataError
 from client.worker import WorkerSetupError, private_folder, serve
+from protocol.messages import WORKER_BAD_REQUEST, WORKER_FAILED, WORKER_TIMEOUT
 from client.worker_link import (
-    WORKER_BAD_REQUEST,
-    WORKER_FAILED,
-    WORKER_TIMEOUT,
     WireError,
     WorkerError,
     WorkerTimeout,

@@ -48,7 +48,7 @@ START_TIMEOUT = 300.0  # a bound, not a wait: a loaded machine can take minutes 
 
 
 def _cli(*args: str) -> str:
-    done = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=START_TIMEOUT)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -189,7 +189,7 @@ class ReferenceRuns:
 def _probe_without_the_study_certificate(dep: Deployment) -> dict[str, object]:
     """While a run is going: a SuperNode trusting another CA, a client trusting the system's CAs, plain HTTP, the Control API."""
     other = dep.root / "other-study"
-    _cli("axilla-study", "--study", str(other), "init")
+    assert study_main(["--study", str(other), "init"]) == 0
     # A SuperNode trusting another CA cannot verify the SuperLink and never connects.
     dep.procs.start(
         "wrong-ca",
@@ -212,7 +212,7 @@ def _probe_without_the_study_certificate(dep: Deployment) -> dict[str, object]:
     except Exception as err:  # noqa: BLE001
         probes["plain-http"] = err
     probes["control"] = httpx.post(f"https://127.0.0.1:{dep.port}/v1/control/ListNodes", verify=str(dep.study / "ca.crt"), timeout=10).status_code
-    wait_until(lambda: dep.procs.started["wrong-ca"].poll() is not None, 120, "the wrong-CA SuperNode to give up")
+    wait_until(lambda: dep.procs.started["wrong-ca"].poll() is not None, START_TIMEOUT, "the wrong-CA SuperNode to give up")
     return probes
 
 
@@ -227,6 +227,9 @@ class TestReferenceStudy:
         study has one SuperLink, which serves one axilla-server at a time.
         """
         with _study(tmp_path_factory, "reference", tiny_phantom) as dep, _study(tmp_path_factory, "crashed", tiny_phantom) as twin:
+            # An intruder: a valid site config and a key pair, but the key was never enrolled.
+            _cli("axilla-client", "--generate-key", str(dep.root / "intruder.key"))
+            dep.copy_site("intruder", like="site_ext")
             dep.start_server("server", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=reference", wait=False)
             twin.start_server("server-killed", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=interrupted", wait=False)
             dep.wait_serving("server")
@@ -234,9 +237,6 @@ class TestReferenceStudy:
             for site in SITES:
                 dep.start_client(site)
                 twin.start_client(site)
-            # An intruder: a valid site config and a key pair, but the key was never enrolled.
-            _cli("axilla-client", "--generate-key", str(dep.root / "intruder.key"))
-            dep.copy_site("intruder", like="site_ext")
             dep.start_client("intruder", key=dep.root / "intruder.key")
             probes = _probe_without_the_study_certificate(dep)
             crashed_dir = twin.root / "runs" / "interrupted"
