@@ -36,7 +36,8 @@ from server.study_cli import main as study_main
 from simulation.phantom import make_phantom
 from tests.server.processes import PORTS, Processes, wait_until
 
-pytestmark = pytest.mark.integration
+# A class fixture runs whole federations (the first test's setup carries them): a longer bound than the suite's 900 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 FAULTS = Path(__file__).resolve().parent / "faults"
