@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flwr.common.logger import FLOWER_LOGGER
+from server.flower_compat import FLOWER_LOGGER
 
 from server.app import log_through_flower
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
-from flwr.supercore.task_identity import TaskIdentity
+from server.flower_compat import set_server_task_identity
 
 from strategies.site_aware import SiteFedAvg, SiteFedProx, build_strategy
 from strategies.sites import NodeSite
@@ -17,7 +17,7 @@ from strategies.sites import NodeSite
 @pytest.fixture(autouse=True)
 def _server_identity() -> None:
     """Messages created on the server need the task identity that Flower's runtime sets."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    set_server_task_identity()
 
 
 class FakeGrid:

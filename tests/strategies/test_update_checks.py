@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord
-from flwr.supercore.task_identity import TaskIdentity
+from server.flower_compat import set_server_task_identity
 
 from strategies.site_aware import SiteFedAvg
 from strategies.sites import NodeSite
@@ -15,7 +15,7 @@ from tests.strategies.test_site_aware import SITES, FakeGrid, Recorder, _global,
 
 @pytest.fixture(autouse=True)
 def _server_identity() -> None:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    set_server_task_identity()
 
 
 def _arrays(w: list[float], counter: int = 5, dtype: type = np.float32) -> dict[str, np.ndarray]:
