@@ -19,6 +19,9 @@ from protocol.messages import array_digest
 
 logger = logging.getLogger("axilla.client")
 
+_MEMORY: dict[Path, ArrayRecord] = {}  # models read in this process (a site worker serves many messages), by file
+_MEMORY_SIZE = 8
+
 
 class MissingModelError(LookupError):
     """A message refers to a model this site does not hold."""
@@ -47,6 +50,8 @@ class ModelStore:
     def get(self, digest: str) -> ArrayRecord:
         """A held model; ``MissingModelError`` if it is absent or its file does not match its digest."""
         path = self._path(digest)
+        if path in _MEMORY and path.is_file():
+            return _MEMORY[path]
         try:
             with np.load(path, allow_pickle=False) as data:
                 keys = [str(k) for k in data["__keys__"]]
@@ -60,4 +65,7 @@ class ModelStore:
             logger.warning("held model %s does not match its digest; it must be sent again", path)
             path.unlink(missing_ok=True)
             raise MissingModelError(f"model {digest} is not held at this site")
+        while len(_MEMORY) >= _MEMORY_SIZE:
+            del _MEMORY[next(iter(_MEMORY))]
+        _MEMORY[path] = record
         return record
