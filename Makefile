@@ -9,15 +9,14 @@ install: .venv/.installed
 demo: .venv/.installed
 	.venv/bin/axilla-simulate
 
-# The suite on 3 pytest-xdist workers (2 cores): the two deployment classes of
-# tests/server/test_deployment.py (one worker each; they partly wait on Flower's polls and
-# heartbeats) and one worker for the other modules; a 4th worker only oversubscribes the CPU, and a
-# starved SuperLink then fails its SQLite writes. --dist loadscope keeps each module and each
-# deployment class on one worker, so module and class fixtures are built once; --no-loadscope-reorder
-# keeps collection order, and the plugin in tests/server/processes.py puts the deployment classes
-# (the longest units) first in it, so they start at once instead of last. The 25 slowest tests are listed.
+# The suite on 3 pytest-xdist workers (2 cores). --dist loadfile keeps each test module on one
+# worker, so module and class fixtures are built once and the two deployment studies of
+# tests/server/test_deployment.py run one after the other: run side by side with everything else on
+# 2 cores, a starved SuperLink fails its SQLite writes ("database is locked"). The plugin in
+# tests/server/processes.py puts the deployment module (the longest unit) first, so it starts at once.
+# The 25 slowest tests are listed.
 test: .venv/.installed
-	.venv/bin/python -m pytest -q -p tests.server.processes -n 3 --dist loadscope --no-loadscope-reorder --durations=25
+	.venv/bin/python -m pytest -q -p tests.server.processes -n 3 --dist loadfile --durations=25
 
 clean:
 	rm -rf runs phantom site_output .pytest_cache
