@@ -14,9 +14,11 @@ demo: .venv/.installed
 # tests/server/test_deployment.py run one after the other: run side by side with everything else on
 # 2 cores, a starved SuperLink fails its SQLite writes ("database is locked"). The plugin in
 # tests/server/processes.py puts the deployment module (the longest unit) first, so it starts at once.
-# The 25 slowest tests are listed.
+# The 25 slowest tests are listed. Every process of the suite runs torch and BLAS on one thread:
+# 3 workers plus the deployment's site processes on 2 cores, each spinning up a thread per core,
+# slowed the simulation tests about 8x (a Ray federation of 30 s took 260 s, and over 600 s on CI).
 test: .venv/.installed
-	.venv/bin/python -m pytest -q -p tests.server.processes -n 3 --dist loadfile --durations=25
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -q -p tests.server.processes -n 3 --dist loadfile --durations=25
 
 clean:
 	rm -rf runs phantom site_output .pytest_cache

@@ -41,11 +41,29 @@ def check_site(site_config: Path, image_size: int) -> str:
     return site_summary(load_site_data(config, image_size))
 
 
+class NodeConfigError(ValueError):
+    """A path that Flower's ``--node-config`` parser cannot carry."""
+
+
+def _toml_string(key: str, path: Path) -> str:
+    """``key='path'`` (a TOML literal string), or ``key="path"`` when the path holds a single quote.
+
+    Flower's parser cuts a value at its closing quote and knows no escapes for it, so a path
+    holding both quote characters, or a line break, cannot be passed and is refused by name.
+    """
+    text = str(path)
+    if "\n" in text or "\r" in text or ("'" in text and '"' in text):
+        raise NodeConfigError(f"{key}: the path {text!r} holds both quote characters or a line break, which Flower's --node-config cannot carry; move it")
+    if "'" not in text:
+        return f"{key}='{text}'"
+    return f'{key}="{text.replace(chr(92), chr(92) * 2)}"'
+
+
 def node_config(site: Path, worker_socket: Path | None = None) -> str:
-    """The SuperNode's ``--node-config``: the site config and, when a worker runs, its socket (TOML literal strings)."""
-    entries = [f"site-config='{site.resolve()}'"]
+    """The SuperNode's ``--node-config``: the site config and, when a worker runs, its socket (TOML strings)."""
+    entries = [_toml_string("site-config", site.resolve())]
     if worker_socket is not None:
-        entries.append(f"site-worker='{worker_socket}'")
+        entries.append(_toml_string("site-worker", worker_socket))
     return " ".join(entries)
 
 
@@ -107,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.insecure and not args.root_certificates:
         parser.error("--root-certificates is required (or --insecure for loopback tests)")
     signal.signal(signal.SIGTERM, _terminate)
-    if args.no_worker:
-        return run_supernode(supernode_command(args))
-    return run_with_worker(args)
+    try:
+        if args.no_worker:
+            return run_supernode(supernode_command(args))
+        return run_with_worker(args)
+    except NodeConfigError as err:
+        print(f"axilla-client: {err}", file=sys.stderr)
+        return 2
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -134,11 +156,12 @@ def run_with_worker(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, interrupt)
+    command = supernode_command(args, worker.socket_path)  # a path Flower cannot carry is refused before anything starts
     try:
         print(f"starting the site worker (log: {worker.log_path})", flush=True)
         worker.start()
         print(f"site worker ready (pid {worker.pid}, socket {worker.socket_path})", flush=True)
-        return run_supernode(supernode_command(args, worker.socket_path))
+        return run_supernode(command)
     except WorkerStartError as err:
         print(f"axilla-client: {err}\n(axilla-client --no-worker runs without it)", file=sys.stderr)
         return 1

@@ -10,10 +10,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from protocol.messages import ARRAYS, CONFIG
 from protocol.metrics import NUM_EXAMPLES
+from server.flower_compat import aggregate_metric_records
 from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
 from strategies.update_checks import check_arrays, norm_outliers, update_norm
 
@@ -184,7 +184,7 @@ class SiteAwareMixin:
             for r in per_site.values()
             if int(r.get(NUM_EXAMPLES, 0)) > 0
         ]
-        return aggregate_metricrecords(scalars, NUM_EXAMPLES) if scalars else None
+        return aggregate_metric_records(scalars, NUM_EXAMPLES) if scalars else None
 
     def _reject_bad_updates(self, replies: list[Message]) -> dict[int, str]:
         """Nodes whose arrays have wrong keys, shapes or dtypes, non-finite values, or an outlying norm."""

@@ -22,7 +22,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args
 
 from client import worker_link
-from client.cli import SiteWorker, WorkerStartError, node_config
+from client.cli import NodeConfigError, SiteWorker, WorkerStartError, node_config
 from client.errors import SiteDataError
 from client.worker import WorkerSetupError, private_folder, serve
 from protocol.messages import WORKER_BAD_REQUEST, WORKER_FAILED, WORKER_TIMEOUT
@@ -338,6 +338,14 @@ def test_node_config_carries_the_site_config_and_the_worker_socket(tmp_path: Pat
     parsed = parse_config_args([node_config(site, Path("/run/axilla/w.sock"))])
     assert parsed == {"site-config": str(site.resolve()), "site-worker": "/run/axilla/w.sock"}
     assert parse_config_args([node_config(site)]) == {"site-config": str(site.resolve())}
+
+
+def test_node_config_carries_quotes_and_backslashes_or_refuses_by_name(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "o'brien \\ clinic", "alpha", n=4)
+    parsed = parse_config_args([node_config(site, Path("/run/it's/w.sock"))])
+    assert parsed == {"site-config": str(site.resolve()), "site-worker": "/run/it's/w.sock"}
+    with pytest.raises(NodeConfigError, match="site-worker.*both quote characters"):
+        node_config(site, Path('/run/it\'s "a"/w.sock'))
 
 
 def test_error_codes_are_distinct_in_the_protocol() -> None:

@@ -152,6 +152,17 @@ def _study(tmp_path_factory: pytest.TempPathFactory, name: str, phantom: Path) -
         assert not survivors, f"processes outlived the tests: {survivors}"
 
 
+def _nodes(dep: Deployment) -> dict[int, dict]:
+    """The study's SuperLink's nodes by id, as ``flwr supernode ls`` lists them (with their status)."""
+    listing = subprocess.run(
+        [str(BIN / "flwr"), "supernode", "ls", "study", "--format", "json"],
+        capture_output=True, text=True, timeout=60,
+        env=os.environ | {"FLWR_HOME": str(dep.study / "state" / "flwr"), "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    return {n["node-id"]: n for n in json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]}
+
+
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -307,12 +318,7 @@ class TestReferenceStudy:
         _cli("axilla-study", "--study", str(dep.study), "remove-site", "site_ext")
         dep.start_server("server-after-removal", "--run-config", str(QUICK), "--set", "run-id=after-removal")
         assert "site_ext" not in json.loads((dep.study / "state" / "registered.json").read_text())
-        listing = subprocess.run(
-            [str(BIN / "flwr"), "supernode", "ls", "study", "--format", "json"],
-            capture_output=True, text=True, timeout=60,
-            env=os.environ | {"FLWR_HOME": str(dep.study / "state" / "flwr"), "PATH": f"{BIN}:{os.environ['PATH']}"},
-        )  # fmt: skip
-        nodes = {n["node-id"]: n for n in json.loads(listing.stdout[listing.stdout.index("{"):])["nodes"]}
+        nodes = _nodes(dep)
         assert ext_node not in nodes or nodes[ext_node]["status"] not in ("online", "registered"), nodes.get(ext_node)
         assert {nodes[n]["status"] for n in nodes if n != ext_node} <= {"online", "registered", "offline"}
         server = dep.procs.started["server-after-removal"]
@@ -343,22 +349,28 @@ class TestSiteFaults:
                 "server-faults", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "min-train-sites=1",
                 "--set", "num-rounds=3", "--set", "run-id=faults",
             )  # fmt: skip
-            for site in SITES:
-                dep.start_client(site)
             fault_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
             dep.start_client("site_nan", env={"PYTHONPATH": fault_path, "AXILLA_FAULT": "nan-update"})
+            # site_a trains rounds 2 and 3 only once the gate is open, so round 3 starts after site_b is back.
+            gate = dep.root / "site_b-is-back"
+            dep.start_client("site_a", env={"PYTHONPATH": fault_path, "AXILLA_FAULT": "hold", "AXILLA_HOLD_UNTIL": str(gate)})
+            for site in ("site_b", "site_ext"):
+                dep.start_client(site)
             wait_until(lambda: "Receiving: train message" in dep.procs.log("site_b"), SERVER_TIMEOUT, "site_b to receive round 1")
             dep.procs.kill("site_b")  # the hospital's machine dies during the round ...
             run_dir = dep.root / "runs" / "faults"
             wait_until(lambda: any(m["site"] == "site_b" for m in _metrics(run_dir)) if (run_dir / "metrics.jsonl").exists() else False, SERVER_TIMEOUT, "round 1 to close")
             dep.start_client("site_b", name="site_b-restarted")  # ... and comes back
+            site_b = json.loads((dep.study / "state" / "registered.json").read_text())["site_b"]["node_id"]
+            wait_until(lambda: _nodes(dep).get(site_b, {}).get("status") == "online", START_TIMEOUT, "the restarted site_b to be online")
+            gate.touch()
             yield FaultRun(dep, dep.finish("server-faults"))
 
     def test_a_killed_site_is_missing_for_its_round_and_a_nan_site_is_rejected(self, faults: FaultRun) -> None:
         dep, run_dir = faults.dep, faults.run_dir
         train = {(m["round"], m["site"]): m for m in _metrics(run_dir) if m["split"] == "train"}
         assert train[(1, "site_b")]["status"] == "missing", train[(1, "site_b")]
-        # Used again once it is back (it reconnects while round 2 may already be under way).
+        # Used again once it is back: round 3 started after it was online (round 2 may have started before).
         assert any(train.get((r, "site_b"), {}).get("status") == "ok" for r in (2, 3)), [train.get((r, "site_b")) for r in (2, 3)]
         for server_round in (1, 2, 3):
             assert train[(server_round, "site_a")]["status"] == "ok"
