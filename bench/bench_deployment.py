@@ -43,6 +43,7 @@ INSTRUMENT = BENCH / "instrument"
 TAG = "AXILLA_BENCH_RUN"  # every process started here carries it, so none is left behind
 PORT_RETRIES = 3
 RUN_ID = "bench"
+SERVER_SITE = "(server)"  # the site tag of the server's processes in the timing file
 
 
 @dataclass
@@ -255,7 +256,7 @@ def _toml_value(text: str) -> Any:
     return {"true": True, "false": False}.get(text.lower(), text.strip("'\""))
 
 
-def start_server(launcher: Launcher, study: Path, run_config: Path) -> tuple[Proc, int]:
+def start_server(launcher: Launcher, study: Path, run_config: Path, timing: Path) -> tuple[Proc, int]:
     """Start ``axilla-server`` on fresh ports (retrying when a port was taken); return it and its public port."""
     for attempt in range(PORT_RETRIES):
         port, internal = free_ports(2)
@@ -263,6 +264,7 @@ def start_server(launcher: Launcher, study: Path, run_config: Path) -> tuple[Pro
             "server", "server.cli",
             ["--study", str(study), "--port", str(port), "--internal-port", str(internal), "--host", "127.0.0.1",
              "--runs-dir", str(launcher.root / "runs"), "--run-config", str(run_config), "--set", f"run-id={RUN_ID}"],
+            {"AXILLA_BENCH_TIMING": str(timing), "AXILLA_BENCH_SITE": SERVER_SITE}, instrument=True,
         )  # fmt: skip
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and "enrolled sites" not in proc.text() and proc.popen.poll() is None:
@@ -369,7 +371,7 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "overhead_s": round(m["replied"] - m["process_start"] - m["work_s"], 3),
             # process start -> message in hand, and its parts:
             "startup_s": round(m["received"] - m["process_start"], 3),
-            "flower_import_s": _span(marks, "process:start", "flwr.clientapp.client_app:end"),  # Python and Flower's imports
+            "flower_import_s": _span(marks, "process:start", FLOWER_RUNTIME if FLOWER_RUNTIME in marks else "flwr.clientapp.client_app:end"),  # Python and Flower's imports
             "pull_s": _span(marks, "pull_task_input:start", "pull_task_input:end"),  # the message, context and FAB from the SuperNode
             "install_fab_s": _span(marks, "install_from_fab:start", "install_from_fab:end"),
             "app_import_s": _span(marks, "client.app:start", "client.app:end"),  # the ClientApp module (torch, MONAI, axilla)
@@ -381,6 +383,7 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+FLOWER_RUNTIME = "flwr.supernode.runtime.run_clientapp:end"  # the last of Flower's imports before it pulls the message
 PARTS = ("flower_import_s", "pull_s", "install_fab_s", "app_import_s", "in_call_other_s", "work_s", "after_reply_s")
 
 
@@ -398,6 +401,24 @@ def where_it_goes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry.update({key: _median([r[key] for r in group if r[key] is not None]) for key in PARTS})
                 out.append(entry)
     return out
+
+
+def transfers(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flower's object transfers (``pull_objects`` / ``push_objects``) by process, over the whole run.
+
+    A message reaches a site as the ServerApp's push to the SuperLink, then its SuperNode's pull
+    (one request per object), then the ClientApp's pull from the SuperNode (in ``pull_s``).
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in events:
+        if e["event"] == "transfer":
+            process = Path(str((e.get("argv") or ["?"])[0])).name
+            groups.setdefault((process, e["fn"]), []).append(e)
+    return [
+        {"process": process, "fn": fn, "n": len(group), "objects_median": _median([float(e["objects"] or 0) for e in group]),
+         "seconds_median": _median([e["end"] - e["start"] for e in group]), "seconds_max": round(max(e["end"] - e["start"] for e in group), 3)}
+        for (process, fn), group in sorted(groups.items())
+    ]  # fmt: skip
 
 
 def _kind_order(kind: str) -> tuple[int, str]:
@@ -475,7 +496,7 @@ def _s(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
-def table(summary: list[dict[str, Any]], parts: list[dict[str, Any]], handshake: dict[str, Any] | None) -> str:
+def table(summary: list[dict[str, Any]], parts: list[dict[str, Any]], handshake: dict[str, Any] | None, moves: list[dict[str, Any]] | None = None) -> str:
     """Markdown: overhead per site and kind, then where a ClientApp process's time goes per kind."""
     lines = [
         "| site | kind | n | overhead, first (s) | overhead, later median (s) | work, first / later (s) |",
@@ -499,6 +520,10 @@ def table(summary: list[dict[str, Any]], parts: list[dict[str, Any]], handshake:
     ]
     for p in parts:
         lines.append(f"| {p['kind']} | {p['messages']} | {p['n']} | {_s(p['overhead_s'])} | " + " | ".join(_s(p[key]) for key in PARTS) + " |")
+    if moves:
+        lines += ["", "Flower's object transfers (a message: ServerApp push, then SuperNode pull, then ClientApp pull):", "",
+                  "| process | transfer | n | objects (median) | s (median) | s (max) |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {m['process']} | {m['fn']} | {m['n']} | {m['objects_median']:.0f} | {m['seconds_median']:.2f} | {m['seconds_max']:.2f} |" for m in moves]
     return "\n".join(lines)
 
 
@@ -561,7 +586,7 @@ def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> A
             launcher.run("server.study_cli", "--study", str(study), "add-site", site)
         config = write_run_config(root / "run.toml", args.rounds, args.assignments)
         started = time.time()
-        server, port = start_server(launcher, study, root / "run.toml")
+        server, port = start_server(launcher, study, root / "run.toml", timing)
         clients = {site: (yaml, study, port, timing) for site, yaml in yamls.items()}
         for site, (yaml, *_rest) in clients.items():
             start_client(launcher, site, yaml, study, port, timing)
@@ -599,7 +624,8 @@ def analyze(attempt: Attempt, repo: Path, failures: list[str], loads: dict[str, 
     }  # fmt: skip
     parts = where_it_goes(rows)
     result["where_it_goes"] = parts
-    text = table(summary, parts, handshake)
+    result["transfers"] = transfers(attempt.events)
+    text = table(summary, parts, handshake, result["transfers"])
     text += (f"\n\nrun wall time {result['run_wall_s']:.0f} s{'' if attempt.complete else ' (the run did not complete: see error)'}; "
              f"load average 1-min mean {loads.get('mean_1min')}, max {loads.get('max_1min')} ({result['machine']['cpus']} CPUs); "
              f"measured {repo} @ {result['commit'][:7]}{' (dirty)' if result['dirty'] else ''}")  # fmt: skip

@@ -7,6 +7,7 @@ evaluation: the handshake reads the manifest and never decodes an image.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from protocol.messages import (
     ARRAYS, EVALUATE, INSTRUCTIONS, MISSING_MODEL, QUERY, SITE_DATA_ERROR, TRAIN,
     Evaluate, EvaluateReply, Instruction, ProtocolError, SiteDescription, Train, TrainReply, models_in,
 )  # fmt: skip
+from protocol.packing import Layout, PackingError, layout_of, pack, unpack
+from models.run_config import RunConfig
 
 __all__ = ["MissingModelError", "ProtocolError", "SiteDataError", "crop_digest", "refusal", "run_work"]
 
@@ -75,17 +78,39 @@ def crop_digest(refs: tuple[tuple[str, str], ...]) -> str:
     return hashlib.sha256(",".join(f"{n}={d}" for n, d in sorted(refs)).encode()).hexdigest()[:16] if refs else ""
 
 
+@functools.lru_cache(maxsize=16)
+def model_layout(cfg: RunConfig) -> Layout:
+    """The layout (tensor names, dtypes, shapes) of the run's model, built on the meta device (no weights)."""
+    import torch
+
+    from models.task import task_for
+
+    with torch.device("meta"):
+        return layout_of(task_for(cfg).build_model(cfg).state_dict())
+
+
+def _unpacked(record: Any, cfg: RunConfig, what: str) -> dict[str, Any]:
+    """A packed model record as a state dict for the model of ``cfg``; ``ProtocolError`` if it does not fit."""
+    try:
+        return unpack(record, model_layout(cfg)).to_torch_state_dict()
+    except PackingError as err:
+        raise ProtocolError(f"{what}: {err}") from None
+
+
 def _segmenter_states(instruction: Instruction, store: ModelStore) -> tuple[dict[str, Any], str]:
     """The segmenters a message refers to, as state dicts by name, and the digest of the set."""
-    states = {name: store.get(digest).to_torch_state_dict() for name, digest in instruction.segmenters}
+    from models.stages import segmenter_config
+
+    run = instruction.run
+    states = {name: _unpacked(store.get(digest), segmenter_config(run, name), f"held model {digest}") for name, digest in instruction.segmenters}
     return states, crop_digest(instruction.segmenters)
 
 
-def _model_state(content: RecordDict, kind: str) -> dict[str, Any]:
+def _model_state(content: RecordDict, kind: str, cfg: RunConfig) -> dict[str, Any]:
     """The state dict of the message's model."""
     if ARRAYS not in content.array_records:
         raise ProtocolError(f"a {kind} message must carry the '{ARRAYS}' record")
-    return content.array_records[ARRAYS].to_torch_state_dict()
+    return _unpacked(content.array_records[ARRAYS], cfg, f"the '{ARRAYS}' record")
 
 
 def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelStore) -> RecordDict:
@@ -98,8 +123,9 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
         raise SiteDataError("this site is external and never trains")
     states, digest = _segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
-    new_state, metrics = train_round(data, _model_state(content, TRAIN), message.run, message.server_round, message.proximal_mu, message.stage_offset)
-    return TrainReply(ArrayRecord(new_state), metrics).to_content()
+    state = _model_state(content, TRAIN, message.run)
+    new_state, metrics = train_round(data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset)
+    return TrainReply(pack(ArrayRecord(new_state)), metrics).to_content()
 
 
 def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: ModelStore) -> RecordDict:
@@ -111,6 +137,6 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
     if message.candidates:
         metrics = evaluate_candidates(data, message.run, states, list(message.candidates), message.split)
     else:
-        model = model_for(message.run, _model_state(content, EVALUATE))
+        model = model_for(message.run, _model_state(content, EVALUATE, message.run))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
     return EvaluateReply(metrics).to_content()

@@ -5,9 +5,10 @@ A message's content is a Flower RecordDict:
 - ``run``: the stage's run config (a ConfigRecord of the flat kebab-case run config keys);
 - ``config``: the message's own fields (kebab-case), including Flower's ``server-round`` and
   FedProx's ``proximal-mu``, which Flower's strategies write themselves;
-- ``arrays``: the model to train or evaluate (training and evaluation of one model);
-- ``model:<digest>``: models the site is asked to hold (the pipeline's segmenters), each sent
-  once per site and referred to afterwards by its content digest.
+- ``arrays``: the model to train or evaluate (training and evaluation of one model), packed
+  (``protocol.packing``: one flat array per dtype);
+- ``model:<digest>``: models the site is asked to hold (the pipeline's segmenters), packed, each
+  sent once per site and referred to afterwards by the digest of its packed arrays.
 
 Replies hold ``site`` (the handshake), ``arrays`` and ``metrics`` (training) or ``metrics``
 (evaluation). Metric names are those of ``protocol.metrics``. Nothing else names a record or key.
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from models.run_config import RunConfig
+from protocol.packing import pack
 
 RUN = "run"
 CONFIG = "config"  # Flower's strategies' configrecord_key
@@ -58,6 +60,12 @@ def array_digest(record: ArrayRecord) -> str:
         digest.update(f"{name}|{array.dtype}|{tuple(array.shape)}|".encode())
         digest.update(array.data)
     return digest.hexdigest()[:24]
+
+
+def wire_model(record: ArrayRecord) -> tuple[str, ArrayRecord]:
+    """A model as it travels to be held: the digest it is referred to by, and its packed arrays."""
+    packed = pack(record)
+    return array_digest(packed), packed
 
 
 def model_record_name(digest: str) -> str:
@@ -113,10 +121,10 @@ class Instruction:
         return ConfigRecord({_kebab(f.name): _encode(getattr(self, f.name)) for f in fields(self) if f.name != "run"})
 
     def records(self, arrays: ArrayRecord | None = None, held: Mapping[str, ArrayRecord] | None = None) -> dict[str, Any]:
-        """The message content: run config, fields, the model (if any) and models to hold, by record name."""
+        """The message content: run config, fields, the model (packed, if any) and models to hold (``wire_model``), by record name."""
         out: dict[str, Any] = {RUN: ConfigRecord(self.run.to_mapping()), CONFIG: self.config()}
         if arrays is not None:
-            out[ARRAYS] = arrays
+            out[ARRAYS] = pack(arrays)
         out.update({model_record_name(d): r for d, r in (held or {}).items()})
         return out
 

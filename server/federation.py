@@ -19,7 +19,7 @@ from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import Plan, Stage, plan_for
 from models.task import task_for
-from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, array_digest, model_record_name
+from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, model_record_name, wire_model
 from protocol.metrics import split_candidate_metric
 from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
@@ -90,8 +90,8 @@ class Courier:
 
     def delivery(self, run: RunConfig, models: Mapping[str, ArrayRecord]) -> Delivery:
         """The records of one stage's messages: its run config and the named models (by name -> digest)."""
-        digests = {name: array_digest(record) for name, record in models.items()}
-        return Delivery(self, run, tuple(digests.items()), {digests[n]: r for n, r in models.items()})
+        wired = {name: wire_model(record) for name, record in models.items()}
+        return Delivery(self, run, tuple((name, digest) for name, (digest, _) in wired.items()), dict(wired.values()))
 
 
 @dataclass

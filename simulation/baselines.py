@@ -23,7 +23,7 @@ from client.work import crop_digest
 from models.run_config import RunConfig
 from models.stages import Plan, plan_for
 from models.task import task_for
-from protocol.messages import array_digest
+from protocol.messages import wire_model
 from server.federation import run_plan
 from server.handshake import handshake, with_roles
 from server.inprocess_grid import InProcessGrid
@@ -75,7 +75,7 @@ def compare_at_sites(
         inputs = {}
         for name, models in finals.items():
             segmenters = {s: models[s] for s in last.crop_with}
-            refs = tuple((s, array_digest(r)) for s, r in segmenters.items())
+            refs = tuple((s, wire_model(r)[0]) for s, r in segmenters.items())
             states = {s: r.to_torch_state_dict() for s, r in segmenters.items()}
             inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()))
         for row in compare_models(inputs, last.cfg, "test", reference=FEDERATED):

@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 
 from protocol.messages import ARRAYS, CONFIG
 from protocol.metrics import NUM_EXAMPLES
+from protocol.packing import Layout, PackingError, layout_of, pack, unpack
 from server.flower_compat import aggregate_metric_records
 from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
 from strategies.update_checks import check_arrays, norm_outliers, update_norm
@@ -48,6 +49,9 @@ class SiteAwareMixin:
     """Hooks shared by the site-aware strategies.
 
     - training and per-round evaluation go to enrolled ``train`` sites only;
+    - the model travels packed (``protocol.packing``): sent packed, replies unpacked against the
+      global model's layout before they are checked, and the aggregate unpacked again, so
+      callers (``strategy.start``, the observer) see the model's own tensors;
     - aggregated arrays keep the global model's dtypes (e.g. BatchNorm's int64 counters);
     - updates with wrong keys, shapes or dtypes, non-finite values or an outlying norm are
       rejected before aggregation and named, and the round goes on without them;
@@ -84,6 +88,7 @@ class SiteAwareMixin:
         self.round_offset = round_offset
         self.observer = observer
         self._template: ArrayRecord | None = None
+        self._layout: Layout = ()
         self._grid: Grid | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
 
@@ -99,6 +104,7 @@ class SiteAwareMixin:
         """Sample only training sites, once at least ``min-train-sites`` of them are connected."""
         server_round += self.round_offset
         self._template, self._grid = arrays, grid
+        self._layout = layout_of(arrays)
         view = self._connected_train_sites(grid, self.min_train_sites)
         if view is None:
             online = {self._name(n) for n in self._train_view(grid).get_node_ids()}
@@ -107,7 +113,7 @@ class SiteAwareMixin:
                 f"round {server_round}: {len(online)} training site(s) connected after waiting {self.wait_timeout:.0f} s, "
                 f"fewer than min-train-sites={self.min_train_sites} (offline: {', '.join(offline) or 'none'})"
             )
-        messages = self._attach(super().configure_train(server_round, arrays, config, view))  # type: ignore[misc]
+        messages = self._attach(super().configure_train(server_round, pack(arrays), config, view))  # type: ignore[misc]
         self._sent["train"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
@@ -125,7 +131,7 @@ class SiteAwareMixin:
             logger.warning("round %d: no validation site connected; validation skipped", server_round)
             self._sent["evaluate"] = []
             return []
-        messages = self._attach(super().configure_evaluate(server_round, arrays, config, view))  # type: ignore[misc]
+        messages = self._attach(super().configure_evaluate(server_round, pack(arrays), config, view))  # type: ignore[misc]
         self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
         return messages
 
@@ -166,7 +172,7 @@ class SiteAwareMixin:
             )
         arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
         if arrays is not None and self._template is not None:
-            arrays = restore_dtypes(arrays, self._template)
+            arrays = restore_dtypes(unpack(arrays, self._layout), self._template)
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
@@ -197,9 +203,15 @@ class SiteAwareMixin:
                 continue
             node = msg.metadata.src_node_id
             records = list(msg.content.array_records.values())
-            reason = "expected exactly one ArrayRecord" if len(records) != 1 else check_arrays(records[0], self._template)
-            if reason is None:
-                norms[node] = update_norm(records[0], self._template)
+            reason, update = "expected exactly one ArrayRecord", None
+            if len(records) == 1:
+                try:
+                    update = unpack(records[0], self._layout)
+                    reason = check_arrays(update, self._template)
+                except PackingError as err:
+                    reason = str(err)
+            if reason is None and update is not None:
+                norms[node] = update_norm(update, self._template)
             else:
                 rejected[node] = reason
         outliers = norm_outliers({str(n): v for n, v in norms.items()}, self.max_update_norm_ratio)

@@ -202,6 +202,42 @@ def _timed_work(name: str, original: Callable[..., Any], recorder: Recorder) -> 
     return timed
 
 
+def patch_transfers(module: ModuleType, recorder: Recorder) -> None:
+    """Wrap Flower's ``pull_objects`` / ``push_objects`` to log each transfer: span, objects, tries.
+
+    Patched as soon as ``flwr.supercore.inflatable.inflatable_utils`` executes, so the modules that
+    import these names from it (SuperNode, ClientApp runtime, ServerApp grid) bind the wrappers.
+    """
+    for name, fn_key in (("pull_objects", "pull_object_fn"), ("push_objects", "push_object_fn")):
+        original = getattr(module, name, None)
+        if original is None or getattr(original, "_bench_wrapped", False):
+            continue
+        setattr(module, name, _timed_transfer(name, fn_key, original, recorder))
+
+
+def _timed_transfer(name: str, fn_key: str, original: Callable[..., Any], recorder: Recorder) -> Callable[..., Any]:
+    """``original`` counting the per-object calls it makes (a pull's extra calls are its retries)."""
+
+    @functools.wraps(original)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        calls = [0]
+        inner = kwargs.get(fn_key)
+        if inner is not None:
+            def counted(*a: Any, **k: Any) -> Any:
+                calls[0] += 1
+                return inner(*a, **k)
+            kwargs[fn_key] = counted
+        objects = len(args[0]) if args and hasattr(args[0], "__len__") else None
+        start = time.time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            recorder.write("transfer", fn=name, start=start, end=time.time(), objects=objects, calls=calls[0])
+
+    timed._bench_wrapped = True  # type: ignore[attr-defined]
+    return timed
+
+
 class PostImportHooks(importlib.abc.MetaPathFinder):
     """Runs a hook on a module right after it executes, wherever it is found (sys.path, editable finder, FAB)."""
 
@@ -251,6 +287,7 @@ def install() -> None:
     recorder = Recorder(path)
     hooks: dict[str, Callable[[ModuleType], None]] = {
         "flwr.clientapp.client_app": lambda m: patch_client_app(m, recorder),
+        "flwr.supercore.inflatable.inflatable_utils": lambda m: patch_transfers(m, recorder),
         "client.app": lambda m: None,  # only its import time: the ClientApp's own imports (torch, MONAI, ...)
         "flwr.supernode.runtime.run_clientapp": lambda m: mark_steps(m, FLOWER_STEPS, recorder),
     }

@@ -19,7 +19,8 @@ from evaluation.roc_band import ROC_GRID
 from evaluation.thresholds import HIST_BINS
 from models.run_config import RunConfig
 from models.task import task_for
-from protocol.messages import MISSING_MODEL, Describe, Evaluate, Instruction, Train, array_digest
+from protocol.messages import MISSING_MODEL, Describe, Evaluate, Instruction, Train, wire_model
+from protocol.packing import layout_of, packed_keys, unpack
 from tests.conftest import make_site
 
 CFG = RunConfig(image_size=32, local_epochs=1)
@@ -45,6 +46,11 @@ def _context(site_yaml: Path) -> Context:
 def _message(instruction: Instruction, arrays: ArrayRecord | None = None, held: dict[str, ArrayRecord] | None = None) -> Message:
     """A protocol message as the server builds it, delivered to the node."""
     return _incoming(instruction.kind, RecordDict(instruction.records(arrays, held)))
+
+
+def _model(reply: Message, like: ArrayRecord) -> ArrayRecord:
+    """The model a training reply holds, unpacked as the server does, for a model laid out ``like``."""
+    return unpack(reply.content["arrays"], layout_of(like))
 
 
 def _global_arrays() -> ArrayRecord:
@@ -98,13 +104,13 @@ def test_every_reply_kind_holds_only_arrays_and_scalar_metrics(tmp_path: Path, n
     assert not trained.has_error()
     assert set(trained.content.keys()) == {"arrays", "metrics"}
     assert isinstance(trained.content["arrays"], ArrayRecord) and isinstance(trained.content["metrics"], MetricRecord)
-    assert list(trained.content["arrays"].keys()) == list(global_arrays.keys())
+    assert list(trained.content["arrays"].keys()) == list(packed_keys(layout_of(global_arrays)))  # the model, packed
     assert trained.content["metrics"]["num_examples"] == hello.content["site"]["n-train-pos"] + hello.content["site"]["n-train-neg"]
     _assert_scalar_metrics(trained.content["metrics"])
     _assert_no_identifiers(trained, tmp_path)
 
     for split in ("val", "test"):
-        evaluated = evaluate(_message(Evaluate(run=CFG, split=split, threshold=0.4), trained.content["arrays"]), context)
+        evaluated = evaluate(_message(Evaluate(run=CFG, split=split, threshold=0.4), _model(trained, global_arrays)), context)
         assert set(evaluated.content.keys()) == {"metrics"}
         metrics = evaluated.content["metrics"]
         _assert_scalar_metrics(metrics)
@@ -120,12 +126,13 @@ def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(t
     segmenter = ArrayRecord(task_for(seg_cfg).build_model(seg_cfg).state_dict())
     trained = train(_message(Train(run=seg_cfg, server_round=1), segmenter), context)
     assert set(trained.content.keys()) == {"arrays", "metrics"}
-    assert list(trained.content["arrays"].keys()) == list(segmenter.keys())
-    digest = array_digest(trained.content["arrays"])
+    assert list(trained.content["arrays"].keys()) == list(packed_keys(layout_of(segmenter)))
+    digest, wired = wire_model(_model(trained, segmenter))
+    assert wired.keys() == trained.content["arrays"].keys()
     refs = (("unet", digest),)
     # The segmenter travels once, as a model for the site to hold ...
     fused = evaluate(
-        _message(Evaluate(run=seg_cfg, split="test", candidates=("unet", "fusion-union"), segmenters=refs), held={digest: trained.content["arrays"]}),
+        _message(Evaluate(run=seg_cfg, split="test", candidates=("unet", "fusion-union"), segmenters=refs), held={digest: wired}),
         context,
     )
     assert set(fused.content.keys()) == {"metrics"} and fused.content["metrics"]["fusion-union/seg_n"] > 0
@@ -137,7 +144,7 @@ def test_segmentation_and_pipeline_replies_hold_only_arrays_and_scalar_metrics(t
     on_crops = train(_message(Train(run=crops, server_round=2, segmenters=refs), classifier), context)
     assert not on_crops.has_error(), on_crops.error
     assert set(on_crops.content.keys()) == {"arrays", "metrics"}  # the segmenter it cropped with is not sent back
-    assert list(on_crops.content["arrays"].keys()) == list(classifier.keys())
+    assert list(on_crops.content["arrays"].keys()) == list(packed_keys(layout_of(classifier)))
     for reply in (trained, fused, on_crops):
         _assert_scalar_metrics(next(iter(reply.content.metric_records.values())))
         _assert_no_identifiers(reply, tmp_path)
@@ -175,7 +182,7 @@ def test_trained_weights_move_and_fedprox_keeps_them_closer(tmp_path: Path) -> N
 
     def distance(mu: float) -> float:
         out = train(_message(Train(run=CFG.replace(lr=0.05), server_round=1, proximal_mu=mu), start), _context(site))
-        state = out.content["arrays"].to_torch_state_dict()
+        state = _model(out, start).to_torch_state_dict()
         flat = torch.cat([t.float().flatten() for k, t in state.items() if "running" not in k and "num_batches" not in k])
         return float((flat - flat0).norm())
 

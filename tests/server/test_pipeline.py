@@ -10,7 +10,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from models.run_config import RunConfig
-from protocol.messages import array_digest
+from protocol.messages import wire_model
 from server.federation import run_federation
 from tests.conftest import make_site
 from tests.server.test_federation import DyingGrid, KilledServer, LoopbackGrid
@@ -56,7 +56,7 @@ def test_segmenters_then_classifier_on_predicted_crops(tmp_path: Path) -> None:
     trains = [m for m in grid.sent if m.metadata.message_type == "train"]
     stages = [(int(m.content["config"]["server-round"]), m.content["run"]["task"], m.content["run"]["segmenter"]) for m in trains]
     assert sorted({(r, t) for r, t, _ in stages}) == [(1, "segmentation"), (2, "segmentation"), (3, "classification")]
-    digests = {name: array_digest(ArrayRecord(torch.load(run_dir / "checkpoints" / f"{name}.pt"))) for name in SEGMENTERS}
+    digests = {name: wire_model(ArrayRecord(torch.load(run_dir / "checkpoints" / f"{name}.pt")))[0] for name in SEGMENTERS}  # by packed form
     for message in trains:
         assert set(message.content.array_records) == {"arrays"}  # the classifier's segmenters are held since their evaluation
         if message.content["run"]["task"] == "classification":

@@ -9,6 +9,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 from server.flower_compat import set_server_task_identity
+from protocol.packing import layout_of, pack, packed_keys
 
 from strategies.site_aware import SiteFedAvg, SiteFedProx, build_strategy
 from strategies.sites import NodeSite
@@ -52,7 +53,7 @@ SITES = {
 
 
 def _reply(src: int, arrays: dict[str, np.ndarray] | None, metrics: dict, error: str | None = None) -> Message:
-    """A reply as a site would send it (metadata filled as the grid would)."""
+    """A reply as a site would send it (metadata filled as the grid would; arrays packed, in the given order)."""
     meta = Metadata(
         run_id=1, message_id="", src_node_id=src, dst_node_id=0, reply_to_message_id="x", group_id="1",
         created_at=0.0, ttl=60.0, message_type=MessageType.TRAIN,
@@ -61,7 +62,7 @@ def _reply(src: int, arrays: dict[str, np.ndarray] | None, metrics: dict, error:
         return Message(metadata=meta, error=Error(code=1, reason=error))
     content = RecordDict({"metrics": MetricRecord(metrics)})
     if arrays is not None:
-        content["arrays"] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+        content["arrays"] = pack(ArrayRecord({k: Array(v) for k, v in arrays.items()}))  # as a site sends it
     return Message(metadata=meta, content=content)
 
 
@@ -75,6 +76,7 @@ def test_training_goes_to_train_sites_only_and_carries_proximal_mu() -> None:
     assert sorted(m.metadata.dst_node_id for m in messages) == [11, 22]
     assert all(m.content["config"]["proximal-mu"] == pytest.approx(0.3) for m in messages)
     assert all(m.metadata.message_type == MessageType.TRAIN for m in messages)
+    assert all(list(m.content["arrays"].keys()) == list(packed_keys(layout_of(_global()))) for m in messages)  # sent packed
     evals = list(strategy.configure_evaluate(1, _global(), ConfigRecord({"split": "val"}), FakeGrid([11, 22, 33])))
     assert sorted(m.metadata.dst_node_id for m in evals) == [11, 22]
 
@@ -123,3 +125,14 @@ def test_build_strategy_by_name() -> None:
     assert type(build_strategy("fedavg", SITES, None, 2, 0.1)) is SiteFedAvg
     with pytest.raises(ValueError, match="unknown strategy"):
         build_strategy("fedsgd", SITES, None, 2, 0.1)
+
+
+def test_reply_packed_for_another_model_is_rejected_by_name() -> None:
+    strategy = SiteFedAvg(SITES, Recorder(), min_train_sites=1)
+    list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
+    good = {"w": np.array([1.0, 2.0, 3.0], np.float32), "bn.num_batches_tracked": np.array(8, np.int64)}
+    renamed = {"v": np.array([1.0, 2.0, 3.0], np.float32), "bn.num_batches_tracked": np.array(8, np.int64)}  # same sizes
+    arrays, _ = strategy.aggregate_train(1, [_reply(11, good, {"num_examples": 10}), _reply(22, renamed, {"num_examples": 10})])
+    assert arrays is not None and list(arrays.keys()) == ["w", "bn.num_batches_tracked"]  # unpacked for the caller
+    (_, _, per_site, missing), = strategy.observer.trained_calls  # type: ignore[union-attr]
+    assert set(per_site) == {"a"} and "do not fit this model" in missing["b"]
