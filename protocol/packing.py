@@ -30,11 +30,9 @@ def layout_of(state: ArrayRecord | Mapping[str, Any]) -> Layout:
     """The layout of a model's arrays: an ArrayRecord, or a state dict of tensors (also on the meta device)."""
     out = []
     for name, value in state.items():
-        if isinstance(value, Array):
-            dtype, shape = str(np.dtype(value.dtype)), tuple(int(d) for d in value.shape)
-        else:  # a torch tensor: its dtype by name, without reading its data
-            dtype, shape = str(value.dtype).removeprefix("torch."), tuple(int(d) for d in value.shape)
-        out.append((str(name), str(np.dtype(dtype)), shape))
+        # an Array's dtype is a numpy name; a torch tensor's reads "torch.<name>" (no data is read, so meta tensors work)
+        dtype = str(value.dtype) if isinstance(value, Array) else str(value.dtype).removeprefix("torch.")
+        out.append((str(name), str(np.dtype(dtype)), tuple(int(d) for d in value.shape)))
     return tuple(out)
 
 
