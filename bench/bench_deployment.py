@@ -371,7 +371,7 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "overhead_s": round(m["replied"] - m["process_start"] - m["work_s"], 3),
             # process start -> message in hand, and its parts:
             "startup_s": round(m["received"] - m["process_start"], 3),
-            "flower_import_s": _span(marks, "process:start", FLOWER_RUNTIME if FLOWER_RUNTIME in marks else "flwr.clientapp.client_app:end"),  # Python and Flower's imports
+            "flower_import_s": _span(marks, "process:start", startup_end(marks)),  # Python and Flower's imports (or: the launcher's shim and fork)
             "pull_s": _span(marks, "pull_task_input:start", "pull_task_input:end"),  # the message, context and FAB from the SuperNode
             "install_fab_s": _span(marks, "install_from_fab:start", "install_from_fab:end"),
             "app_import_s": _span(marks, "client.app:start", "client.app:end"),  # the ClientApp module (torch, MONAI, axilla)
@@ -384,6 +384,16 @@ def per_message(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 FLOWER_RUNTIME = "flwr.supernode.runtime.run_clientapp:end"  # the last of Flower's imports before it pulls the message
+FORKED = "launcher:fork"  # a ClientApp process forked by axilla's launcher, Flower already imported
+
+
+def startup_end(marks: dict[str, float]) -> str:
+    """The mark that ends a ClientApp process's start-up: Flower's runtime imported, or the launcher's fork."""
+    for mark in (FLOWER_RUNTIME, FORKED):
+        if mark in marks:
+            return mark
+    return "flwr.clientapp.client_app:end"
+
 PARTS = ("flower_import_s", "pull_s", "install_fab_s", "app_import_s", "in_call_other_s", "work_s", "after_reply_s")
 
 
@@ -515,7 +525,7 @@ def table(summary: list[dict[str, Any]], parts: list[dict[str, Any]], handshake:
         "Where a ClientApp process's time goes (median over sites, s): overhead = Python+Flower import + pull message/FAB "
         "+ install FAB + client.app import + in-call non-work (+ small gaps); after reply (push, exit) is not in it.",
         "",
-        "| kind | messages | n | overhead | Python+Flower import | pull message | install FAB | client.app import | in-call non-work | work | after reply |",
+        "| kind | messages | n | overhead | Python+Flower import (or shim+fork) | pull message | install FAB | client.app import | in-call non-work | work | after reply |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in parts:

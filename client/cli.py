@@ -1,9 +1,12 @@
-"""axilla-client: check a site's config and data, then run the site's worker and SuperNode.
+"""axilla-client: check a site's config and data, then run the site's worker, ClientApp launcher and SuperNode.
 
 The site worker (``python -m client.worker``) is a long-lived process that imports torch and MONAI
 once and keeps data and models in memory; the ClientApp process Flower starts for each message
 forwards the message to it over a private Unix socket (node config key ``site-worker``), and does
-the work itself while the worker is unreachable. The worker logs to ``<output_dir>/logs/worker.log``.
+the work itself while the worker is unreachable. The ClientApp launcher
+(``python -m client.clientapp_launcher``) has Flower's runtime imported and forks each message's
+ClientApp process from it, so a message no longer waits for Flower's imports. Both log to
+``<output_dir>/logs/`` (``worker.log``, ``launcher.log``).
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
 from client.data import load_site_data, site_summary
 from client.errors import SiteDataError
 from client.site_config import load_site_config
-from client.worker_link import WorkerError, WorkerUnavailable, default_socket_path, ping, socket_path_for
+from client.site_processes import ClientAppLauncher, SiteProcess, SiteWorker, WorkerStartError
+from client.worker_link import default_socket_path, socket_path_for
 from models.run_config import RunConfig
 from server.study import StudyError, generate_site_keys
-from server.superlink import executable, stop_process, with_own_bin_on_path
+from server.superlink import executable, with_own_bin_on_path
 
 SUPERLINK_UNREACHABLE = 305  # Flower's exit code for a SuperNode that cannot activate at the SuperLink
 FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
-WORKER_READY_TIMEOUT = 180.0  # seconds for the worker to import torch and MONAI and listen
-WORKER_STABLE_AFTER = 300.0  # a worker that ran this long before dying restarts after the shortest delay
 
 
 def check_site(site_config: Path, image_size: int) -> str:
@@ -107,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         help="no site worker: every message is worked on in the ClientApp process Flower starts for it, which "
         "imports torch and MONAI and loads the data each time (slower; the behaviour before the worker existed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-launcher", action="store_true",
+        help="no ClientApp launcher: the SuperNode starts Flower's own flwr-clientapp for every message, which "
+        "imports Flower's runtime each time (about 1 to 2.5 s more per message on a 2-core machine)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.generate_key:
         return generate_key(args.generate_key)
@@ -126,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--root-certificates is required (or --insecure for loopback tests)")
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.no_worker:
-            return run_supernode(supernode_command(args))
-        return run_with_worker(args)
+        return run_site(args)
     except NodeConfigError as err:
         print(f"axilla-client: {err}", file=sys.stderr)
         return 2
@@ -139,152 +145,55 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_with_worker(args: argparse.Namespace) -> int:
-    """Start the site worker, wait until it answers, then run the SuperNode; stop both on the way out."""
+def run_site(args: argparse.Namespace) -> int:
+    """Start the ClientApp launcher and the site worker (unless turned off), wait until they answer, then run the SuperNode; stop all on the way out."""
     output_dir = load_site_config(args.site).output_dir
-    worker = SiteWorker(args.site.resolve(), socket_path_for(output_dir), output_dir / "logs" / "worker.log")
-    if worker.socket_path != default_socket_path(output_dir):
-        worker.temp_dir = worker.socket_path.parent  # the short fallback folder is ours to remove
+    socket_path = socket_path_for(output_dir)
+    temp_dir = socket_path.parent if socket_path != default_socket_path(output_dir) else None  # the short fallback folder is ours to remove
+    processes: list[SiteProcess] = []
+    launcher = None
+    if not args.no_launcher:
+        launcher = ClientAppLauncher(socket_path.with_name("launcher.sock"), socket_path.parent / "bin", output_dir / "logs" / "launcher.log")
+        processes.append(launcher)
+    worker = None
+    if not args.no_worker:
+        worker = SiteWorker(args.site.resolve(), socket_path, output_dir / "logs" / "worker.log")
+        processes.append(worker)
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        worker.stopping.set()  # before anything else, so a worker dying of the same signal is not restarted
+        for proc in processes:
+            proc.stopping.set()  # before anything else, so a process dying of the same signal is not restarted
         _terminate(signum, frame)
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        worker.stopping.set()  # Ctrl-C reaches the worker too
+        for proc in processes:
+            proc.stopping.set()  # Ctrl-C reaches them too
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, interrupt)
-    command = supernode_command(args, worker.socket_path)  # a path Flower cannot carry is refused before anything starts
-    try:
-        print(f"starting the site worker (log: {worker.log_path})", flush=True)
-        worker.start()
-        print(f"site worker ready (pid {worker.pid}, socket {worker.socket_path})", flush=True)
-        return run_supernode(command)
-    except WorkerStartError as err:
-        print(f"axilla-client: {err}\n(axilla-client --no-worker runs without it)", file=sys.stderr)
-        return 1
-    finally:
-        worker.stop()
+    command = supernode_command(args, worker.socket_path if worker else None)  # a path Flower cannot carry is refused before anything starts
+    with ExitStack() as stack:
+        if temp_dir is not None:
+            stack.callback(shutil.rmtree, temp_dir, ignore_errors=True)
+        try:
+            for proc in processes:
+                stack.callback(proc.stop)
+                print(f"starting the {proc.label} (log: {proc.log_path})", flush=True)
+                proc.start()
+                print(f"{proc.label} ready (pid {proc.pid}, socket {proc.socket_path})", flush=True)
+        except WorkerStartError as err:
+            print(f"axilla-client: {err}\n(axilla-client --no-worker / --no-launcher run without them)", file=sys.stderr)
+            return 1
+        env = {}
+        if launcher is not None:
+            launcher.install_shim()
+            env = launcher.supernode_env()
+        return run_supernode(command, env=env)
+    return 1  # unreachable: the with block returns
 
 
-class WorkerStartError(RuntimeError):
-    """The site worker exited or did not answer in time; the message names its log."""
-
-
-class SiteWorker:
-    """The site worker process: started and waited for, restarted with back-off when it dies, stopped with us."""
-
-    def __init__(
-        self, site: Path, socket_path: Path, log_path: Path,
-        ready_timeout: float = WORKER_READY_TIMEOUT, max_delay: float = 60.0, extra_args: tuple[str, ...] = (),
-    ) -> None:  # fmt: skip
-        self.site = site
-        self.extra_args = extra_args
-        self.socket_path = socket_path
-        self.log_path = log_path
-        self.ready_timeout = ready_timeout
-        self.max_delay = max_delay
-        self.temp_dir: Path | None = None
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._started_at = 0.0
-        self._watcher: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The current worker process's id."""
-        return self._proc.pid if self._proc is not None else None
-
-    def command(self) -> list[str]:
-        """``python -m client.worker`` for this site."""
-        return [sys.executable, "-m", "client.worker", "--site", str(self.site), "--socket", str(self.socket_path), "--parent-pid", str(os.getpid()), *self.extra_args]
-
-    def start(self) -> None:
-        """Start the worker, wait until it answers a ping, then watch it in the background."""
-        self._spawn()
-        self._wait_ready()
-        self._watcher = threading.Thread(target=self._watch, name="axilla-worker-watch", daemon=True)
-        self._watcher.start()
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        """Start one worker process (same process group as us), its output appended to the log."""
-        with self._lock:
-            if self.stopping.is_set():
-                raise WorkerStartError("axilla-client is stopping")
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self.log_path.open("ab") as log:  # the child keeps its own handle
-                self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"PATH": with_own_bin_on_path()})
-            self._started_at = time.monotonic()
-            return self._proc
-
-    def _wait_ready(self) -> None:
-        """Poll until the current worker answers a ping from its own pid; WorkerStartError if it exits or takes too long."""
-        proc = self._proc
-        assert proc is not None
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise WorkerStartError(f"the site worker exited with code {proc.returncode} before it was ready; see {self.log_path}:\n{_tail(self.log_path)}")
-            try:
-                if ping(self.socket_path, 1.0).get("pid") == proc.pid:
-                    return
-            except (WorkerUnavailable, WorkerError):
-                pass
-            if time.monotonic() > deadline:
-                stop_process(proc, grace=5.0)
-                raise WorkerStartError(f"the site worker did not answer within {self.ready_timeout:.0f} s; see {self.log_path}")
-            if self.stopping.wait(0.25):
-                raise WorkerStartError("axilla-client is stopping")
-
-    def _watch(self) -> None:
-        """Restart the worker whenever it dies, waiting 1, 2, 4, ... s (at most ``max_delay``) in between."""
-        delay = 1.0
-        while not self.stopping.is_set():
-            proc = self._proc
-            assert proc is not None
-            code = proc.wait()
-            if self.stopping.is_set():
-                return
-            if time.monotonic() - self._started_at > WORKER_STABLE_AFTER:
-                delay = 1.0
-            print(f"axilla-client: the site worker exited with code {code} (see {self.log_path}); messages are worked on in-process until it is back; restarting in {delay:.0f} s", flush=True)
-            if self.stopping.wait(delay):
-                return
-            delay = min(2 * delay, self.max_delay)
-            try:
-                self._spawn()
-                self._wait_ready()
-            except WorkerStartError as err:
-                if not self.stopping.is_set():
-                    print(f"axilla-client: {err}", flush=True)
-                continue
-            print(f"axilla-client: the site worker is back (pid {self.pid})", flush=True)
-
-    def stop(self) -> None:
-        """Stop the watcher and the worker (SIGTERM, then SIGKILL); remove a fallback socket folder."""
-        self.stopping.set()
-        with self._lock:
-            proc = self._proc
-        if proc is not None:
-            stop_process(proc, grace=10.0)
-        if self._watcher is not None:
-            self._watcher.join(5.0)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    """The last lines of a log file (empty when unreadable)."""
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def run_supernode(cmd: list[str], max_delay: float = 60.0) -> int:
+def run_supernode(cmd: list[str], max_delay: float = 60.0, env: dict[str, str] | None = None) -> int:
     """Run the SuperNode; start it again (with back-off) when the SuperLink refuses or cannot be reached.
 
     A site that is not enrolled yet, or a SuperLink that is restarting, makes Flower's SuperNode
@@ -295,7 +204,7 @@ def run_supernode(cmd: list[str], max_delay: float = 60.0) -> int:
     delay = 2.0
     while True:
         print("starting:", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=os.environ | {"PATH": with_own_bin_on_path()})
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=os.environ | {"PATH": with_own_bin_on_path()} | (env or {}))
         codes: list[int] = []
         # A reader thread: the SuperNode's SuperExec child may hold the pipe a little after the SuperNode exits.
         reader = threading.Thread(target=_relay, args=(proc, codes), daemon=True)

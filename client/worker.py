@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import sys
 import threading
 import time
@@ -31,14 +30,13 @@ from typing import Any
 from flwr.app import RecordDict
 
 from client.errors import SiteDataError
+from client.private_socket import SocketSetupError, bind_private, unlink_if_ours
 from client.work import refusal
 from client.worker_link import (
     KINDS,
-    MAX_UNIX_PATH,
     WireError,
     decode_records,
     encode_records,
-    fits_unix_path,
     recv_frame,
     send_frame,
     socket_path_for,
@@ -56,79 +54,6 @@ REQUEST_TIMEOUT = 300.0  # a ClientApp that connects must send its whole request
 REPLY_TIMEOUT = 300.0  # ... and take the whole reply within this
 BAD_REQUEST_REASON = "site worker: bad request"
 PRELOAD = ("client.site",)  # torch, MONAI and the training code: what a first train/evaluate message would import
-
-
-class WorkerSetupError(RuntimeError):
-    """The worker cannot listen where it was asked to (the message names the path)."""
-
-
-def private_folder(folder: Path) -> None:
-    """Create ``folder`` with mode 0700, or check that an existing one is ours and closed to others."""
-    try:
-        folder.mkdir(parents=True, mode=0o700)
-        os.chmod(folder, 0o700)  # the umask may have taken bits away; never adds any for others
-        return
-    except FileExistsError:
-        pass
-    info = folder.stat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise WorkerSetupError(f"the socket's folder {folder} is not a folder")
-    if info.st_uid != os.getuid():
-        raise WorkerSetupError(f"the socket's folder {folder} belongs to another user; give the site worker a folder of its own")
-    if info.st_mode & 0o077:
-        raise WorkerSetupError(
-            f"the socket's folder {folder} is open to others (mode {stat.S_IMODE(info.st_mode):o}); "
-            "the site worker needs a folder of its own with mode 700"
-        )
-
-
-def remove_stale_socket(path: Path) -> None:
-    """Remove a socket file left by a worker that is gone; refuse if one still listens or the file is no socket."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise WorkerSetupError(f"{path} exists and is not a socket; remove it or choose another --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise WorkerSetupError(f"another site worker is already listening at {path}")
-
-
-def bind_private(path: Path) -> socket.socket:
-    """A listening Unix socket at ``path`` (mode 0600) inside a private folder (mode 0700)."""
-    if not fits_unix_path(path):
-        raise WorkerSetupError(
-            f"socket path {path} is {len(str(path).encode())} bytes, longer than the AF_UNIX limit of "
-            f"{MAX_UNIX_PATH}; pass a shorter --socket"
-        )
-    private_folder(path.parent)
-    remove_stale_socket(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(str(path))
-        os.chmod(path, 0o600)
-        listener.listen(8)
-    except BaseException:
-        listener.close()
-        raise
-    return listener
-
-
-def _unlink_if_ours(path: Path, inode: int) -> None:
-    """Remove the socket file unless another worker has replaced it since."""
-    try:
-        if os.lstat(path).st_ino == inode:
-            path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def error_reply(code: int, reason: str) -> Reply:
@@ -255,7 +180,7 @@ def serve(
                 _accept(listener, worker)
     finally:
         listener.close()
-        _unlink_if_ours(socket_path, inode)
+        unlink_if_ours(socket_path, inode)
 
 
 def load_handler(preload: bool = True) -> Handler:
@@ -305,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         serve(socket_path, handler, lambda: logger.info("listening on %s (pid %d)", socket_path, os.getpid()), stop, refusal)
-    except WorkerSetupError as err:
+    except SocketSetupError as err:
         logger.error("%s", err)
         return 2
     logger.info("stopped; removed %s", socket_path)

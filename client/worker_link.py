@@ -33,6 +33,7 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from client.private_socket import MAX_UNIX_PATH, fits_unix_path
 from protocol.messages import WORKER_FAILED, WORKER_TIMEOUT
 
 logger = logging.getLogger("axilla.client")
@@ -41,7 +42,6 @@ MAGIC = b"AXW1"
 PREFIX = struct.Struct(">4sIQ")  # magic, header length, body length
 MAX_HEADER = 256 * 1024**2  # config and metric values (per-case lists included) ride in the header
 MAX_BODY = 16 * 1024**3  # model arrays
-MAX_UNIX_PATH = 107  # bytes of an AF_UNIX path on Linux (108 with the terminating NUL)
 CONNECT_TIMEOUT = 5.0
 KINDS = ("query", "train", "evaluate")
 
@@ -71,11 +71,6 @@ class WorkerTimeout(WorkerError):
 def default_socket_path(output_dir: Path) -> Path:
     """Where a site's worker listens unless told otherwise: ``<output_dir>/run/worker.sock``."""
     return Path(output_dir).resolve() / "run" / "worker.sock"
-
-
-def fits_unix_path(path: Path) -> bool:
-    """Whether ``path`` is short enough to bind an AF_UNIX socket to."""
-    return len(str(path).encode()) <= MAX_UNIX_PATH
 
 
 def socket_path_for(output_dir: Path) -> Path:

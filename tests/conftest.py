@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import csv
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -116,3 +122,39 @@ def make_site(
 def _fresh_site_cache() -> None:
     """Every test starts without sites cached by an earlier test."""
     clear_cache()
+
+
+@contextmanager
+def unix_peer(path: Path, serve_one: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A Unix socket at ``path`` whose first connection ``serve_one`` handles in a thread (a peer that misbehaves)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def accept_one() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            serve_one(conn)
+
+    thread = threading.Thread(target=accept_one, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(10)
+        listener.close()
+
+
+@contextmanager
+def running(command: list[str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process logging to ``log``; when the block ends cleanly it must stop with 0 on SIGTERM, and it is killed if it outlives the block."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

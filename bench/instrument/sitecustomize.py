@@ -12,6 +12,9 @@ site worker), it appends single JSON lines (O_APPEND) to that file:
   (patched right after ``client.site`` executes, before anyone imports names from it; other
   functions by ``AXILLA_BENCH_WORK="module:fn,fn;module:fn"``), in whatever process it runs,
   outermost calls only;
+- in a ClientApp process forked by axilla's ClientApp launcher, the process start is that of the
+  ``flwr-clientapp`` process Flower started (``AXILLA_CLIENTAPP_SHIM_PID``) and the marks start
+  afresh at the fork (``launcher:fork``);
 - ``exit``: when a process that logged a message or work, or imported axilla's ``client``, ends
   (with the marks, which now include Flower's push of the reply).
 
@@ -41,9 +44,12 @@ WORK_ENV = "AXILLA_BENCH_WORK"  # optional "module:fn,fn;module:fn" naming the w
 DEFAULT_WORK = "client.site:train_round,evaluate_split,evaluate_candidates"
 
 
-def process_start() -> float:
-    """This process's start as a Unix time, from /proc/self/stat and the boot-time clock (10 ms ticks)."""
-    with open("/proc/self/stat", encoding="ascii") as stat:
+SHIM_PID_ENV = "AXILLA_CLIENTAPP_SHIM_PID"  # in a ClientApp process forked by axilla's launcher: the process Flower started
+
+
+def process_start(pid: str = "self") -> float:
+    """A process's start as a Unix time, from /proc/<pid>/stat and the boot-time clock (10 ms ticks)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
     return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot)
@@ -60,6 +66,25 @@ class Recorder:
         self.active = False  # set once this process logged a message or work
         self.marks: dict[str, float] = {}  # "<module>:start" / "<module>:end" of the hooked imports
         self.depth = threading.local()
+        self.forked = False
+        os.register_at_fork(after_in_child=self.after_fork)
+
+    def after_fork(self) -> None:
+        """In a ClientApp process forked by axilla's launcher: what the launcher did before is not this message's."""
+        self.forked = True
+        self.active = False
+        self.marks.clear()
+        self.marks["launcher:fork"] = time.time()
+
+    def started(self) -> float:
+        """When this message's process started: for a forked ClientApp process, the start of the process Flower launched."""
+        if self.forked:
+            shim = os.environ.get(SHIM_PID_ENV, "")
+            try:
+                return process_start(shim) if shim.isdigit() else self.marks["launcher:fork"]
+            except (OSError, KeyError):
+                return self.marks.get("launcher:fork", self.start)
+        return self.start
 
     def identity(self) -> dict[str, Any]:
         """Who is writing: pid, parent, argv, site, and where axilla's client package came from."""
@@ -70,7 +95,8 @@ class Recorder:
             "ppid": os.getppid(),
             "argv": sys.argv[:6],
             "site": os.environ.get(SITE_ENV, ""),
-            "process_start": self.start,
+            "process_start": self.started(),
+            "forked": self.forked,
             "client_file": getattr(client, "__file__", None),
             "client_app_file": getattr(app, "__file__", None),
         }

@@ -22,9 +22,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args
 
 from client import worker_link
-from client.cli import NodeConfigError, SiteWorker, WorkerStartError, node_config
+from client.cli import NodeConfigError, node_config
+from client.site_processes import SiteWorker, WorkerStartError
 from client.errors import SiteDataError
-from client.worker import WorkerSetupError, private_folder, serve
+from client.private_socket import SocketSetupError, private_folder
+from client.worker import serve
 from protocol.messages import WORKER_BAD_REQUEST, WORKER_FAILED, WORKER_TIMEOUT
 from client.worker_link import (
     WireError,
@@ -38,7 +40,7 @@ from client.worker_link import (
     recv_frame,
     send_frame,
 )
-from tests.conftest import make_site
+from tests.conftest import make_site, running, unix_peer
 
 Handler = Callable[[str, RecordDict, dict[str, Any]], RecordDict]
 START_TIMEOUT = 240.0  # a real worker imports torch and MONAI before it listens (slow on a shared machine)
@@ -288,20 +290,8 @@ def test_forward_to_a_missing_or_dead_socket_is_unavailable_quickly(tmp_path: Pa
 
 def test_a_worker_that_dies_mid_request_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "dying.sock"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(1)
-
-    def read_then_die() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            recv_frame(conn, time.monotonic() + 10)
-
-    thread = threading.Thread(target=read_then_die, daemon=True)
-    thread.start()
-    with listener, pytest.raises(WorkerUnavailable, match="mid-request"):
+    with unix_peer(path, lambda conn: recv_frame(conn, time.monotonic() + 10)), pytest.raises(WorkerUnavailable, match="mid-request"):
         forward(path, "train", RecordDict({"arrays": ArrayRecord({"w": Array(np.ones(1000, np.float32))})}), {}, timeout=30)
-    thread.join(10)
 
 
 # --- (e) permissions and paths -----------------------------------------------------------------
@@ -318,15 +308,15 @@ def test_open_folders_long_paths_and_a_live_worker_are_refused(tmp_path: Path) -
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     os.chmod(shared, 0o755)
-    with pytest.raises(WorkerSetupError, match=str(shared)):
+    with pytest.raises(SocketSetupError, match=str(shared)):
         private_folder(shared)
     long_path = tmp_path / ("x" * 120) / "w.sock"
-    with pytest.raises(WorkerSetupError, match="longer than the AF_UNIX limit"):
+    with pytest.raises(SocketSetupError, match="longer than the AF_UNIX limit"):
         serve(long_path, echo)
     short = worker_link.socket_path_for(tmp_path / ("y" * 120))
     assert worker_link.fits_unix_path(short) and stat.S_IMODE(os.stat(short.parent).st_mode) == 0o700
     os.rmdir(short.parent)
-    with served(tmp_path, echo) as path, pytest.raises(WorkerSetupError, match="already listening"):
+    with served(tmp_path, echo) as path, pytest.raises(SocketSetupError, match="already listening"):
         serve(path, echo)
 
 
@@ -395,21 +385,13 @@ def test_a_real_worker_process_answers_and_stops_on_sigterm(tmp_path: Path) -> N
 
     site = make_site(tmp_path, "alpha", n=8)
     path, log = tmp_path / "run" / "w.sock", tmp_path / "worker.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "client.worker", "--site", str(site), "--socket", str(path)], stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with running([sys.executable, "-m", "client.worker", "--site", str(site), "--socket", str(path)], log) as proc:
         wait_for(lambda: _answers(path, proc, log), START_TIMEOUT, "the worker to answer a ping")
         reply = forward(path, "query", RecordDict(Describe().records()), {"site-config": str(site)}, timeout=120)
         assert SiteDescription.from_content(reply).site == "alpha"
         with pytest.raises(WorkerError) as refused:
             forward(path, "query", RecordDict(Describe().records()), {"site-config": str(tmp_path / "none.yaml")}, timeout=60)
         assert refused.value.code == 4001 and "/" not in refused.value.reason
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert not path.exists()
     assert "listening on" in log.read_text() and "none.yaml" in log.read_text()
     assert "(preloaded: client.site)" in log.read_text()  # torch and MONAI were imported before the worker listened

@@ -298,6 +298,9 @@ class TestReferenceStudy:
             for entry in runs.audit[site]:
                 _assert_only_arrays_and_scalars(entry, counts)
             assert counts == want, (site, counts)
+            # Each of those messages ran in a process the site's ClientApp launcher forked, Flower already imported.
+            launches = (runs.dep.site_yaml(site).parent / "output" / "logs" / "launcher.log").read_text().count("message process")
+            assert launches == sum(want.values()), (site, launches)
 
     def test_killed_server_resumes_to_the_uninterrupted_runs_model(self, runs: ReferenceRuns) -> None:
         run_dir = runs.crashed_dir
