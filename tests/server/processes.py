@@ -192,11 +192,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
 
 
 def pytest_collection_modifyitems(items: list) -> None:  # type: ignore[type-arg]
-    """As a plugin (``make test`` passes ``-p tests.server.processes``): deployment scenarios first.
+    """As a plugin (``make test`` passes ``-p tests.server.processes``): the longest modules first, longest first.
 
-    They are the suite's longest units and mostly wait on their processes, so under pytest-xdist
-    (``--dist loadscope --no-loadscope-reorder``) they should be handed out before anything else,
-    not after the modules that precede them alphabetically. Only the order changes; nothing is
-    added, skipped or deselected.
+    Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``) modules are handed out in this
+    order, so the deployment scenarios (mostly waiting on their processes) and the federations
+    start at once, each on a worker, and the many short modules fill the gaps after them, instead
+    of a long module starting last. Only the order changes; nothing is added, skipped or deselected.
     """
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/server/test_deployment.py::") else 1)
+    items.sort(key=lambda item: next((rank for rank, module in enumerate(LONGEST) if item.nodeid.startswith(module + "::")), len(LONGEST)))
+
+
+# By the durations ``make test`` prints (2-core machine), longest first.
+LONGEST = (
+    "tests/server/test_deployment_reference.py",
+    "tests/simulation/test_federation.py",
+    "tests/server/test_deployment_faults.py",
+    "tests/server/test_pipeline.py",
+    "tests/server/test_federation.py",
+    "tests/simulation/test_segmentation.py",
+)
