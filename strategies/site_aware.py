@@ -158,7 +158,8 @@ class SiteAwareMixin:
         replies = list(replies)
         self._settle(self._sent["train"], replies)
         rejected = self._reject_bad_updates(replies)
-        accepted = [r for r in replies if r.metadata.src_node_id not in rejected]
+        # In site order, not arrival order: the weighted sum is then the same in every run (floating-point addition is not associative).
+        accepted = sorted((r for r in replies if r.metadata.src_node_id not in rejected), key=lambda r: self._name(r.metadata.src_node_id))
         per_site, missing = self._by_site(accepted, self._sent["train"])
         for node, reason in rejected.items():
             missing[self._name(node)] = f"update rejected: {reason}"

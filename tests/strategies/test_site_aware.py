@@ -136,3 +136,21 @@ def test_reply_packed_for_another_model_is_rejected_by_name() -> None:
     assert arrays is not None and list(arrays.keys()) == ["w", "bn.num_batches_tracked"]  # unpacked for the caller
     (_, _, per_site, missing), = strategy.observer.trained_calls  # type: ignore[union-attr]
     assert set(per_site) == {"a"} and "do not fit this model" in missing["b"]
+
+
+def test_aggregation_is_the_same_whatever_order_the_replies_arrive_in() -> None:
+    """Floating-point sums depend on their order; updates are summed in site order, so every run agrees bit for bit."""
+    sites = {n: NodeSite(n, name, "train", {"train": {0: 10, 1: 10}}) for n, name in ((11, "a"), (22, "b"), (44, "c"))}
+    values = {11: 1e20, 22: 1.0, 44: -1e20}  # (1e20 + 1) - 1e20 == 0, but 1e20 - 1e20 + 1 == 1
+
+    def aggregate(order: list[int]) -> np.ndarray:
+        strategy = SiteFedAvg(sites, None, min_train_sites=3)
+        list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid(order)))
+        replies = [_reply(n, {"w": np.full(3, values[n], np.float32), "bn.num_batches_tracked": np.array(1, np.int64)}, {"num_examples": 20}) for n in order]
+        arrays, _ = strategy.aggregate_train(1, replies)
+        assert arrays is not None
+        return arrays["w"].numpy()
+
+    first = aggregate([11, 22, 44])
+    for order in ([44, 11, 22], [22, 44, 11], [11, 44, 22]):
+        np.testing.assert_array_equal(aggregate(order), first)
