@@ -17,7 +17,7 @@ from client.data import load_site_data
 from client.site import evaluate_split, model_for, train_round
 from client.site_config import load_site_config
 from models.run_config import RunConfig
-from models.task import task_for
+from models.task import build_network
 from simulation.phantom import make_phantom
 
 
@@ -35,7 +35,7 @@ def main() -> None:
         t0 = time.perf_counter()
         data = load_site_data(load_site_config(Path(tmp) / summary.sites[0] / "site.yaml"), cfg.image_size)
         t1 = time.perf_counter()
-        state = task_for(cfg).build_model(cfg).state_dict()
+        state = build_network(cfg).state_dict()
         state, metrics = train_round(data, state, cfg, server_round=1)
         t2 = time.perf_counter()
         evaluate_split(data, model_for(cfg, state), cfg, "val")

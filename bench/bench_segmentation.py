@@ -17,7 +17,7 @@ from client.data import load_site_data
 from client.site import evaluate_split, fused_segmenter, model_for, stage_data, train_round
 from client.site_config import load_site_config
 from models.run_config import SEGMENTER_NAMES, RunConfig
-from models.task import task_for
+from models.task import build_network
 from simulation.phantom import make_phantom
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         states = {}
         for name in SEGMENTER_NAMES:
             seg_cfg = cfg.for_segmenter(name)
-            state = task_for(seg_cfg).build_model(seg_cfg).state_dict()
+            state = build_network(seg_cfg).state_dict()
             t1 = time.perf_counter()
             states[name], metrics = train_round(data, state, seg_cfg, server_round=1)
             t2 = time.perf_counter()

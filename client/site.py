@@ -24,7 +24,7 @@ from models.fusion import FusedSegmenter
 from models.run_config import RunConfig
 from models.segmentation_metrics import segmentation_scores, summarize
 from models.stages import segmenter_config
-from models.task import task_for
+from models.task import build_network, task_for
 from protocol.metrics import NUM_EXAMPLES, candidate_metric
 
 logger = logging.getLogger("axilla.client")
@@ -35,7 +35,7 @@ Metrics = dict[str, Any]
 
 def model_for(cfg: RunConfig, state: State) -> nn.Module:
     """Build the run's network and load a state dict strictly."""
-    model = task_for(cfg).build_model(cfg)
+    model = build_network(cfg)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -87,33 +87,68 @@ def node_data(site: LocalSite, cfg: RunConfig, segmenters: Mapping[str, State] |
 
 
 def train_round(
-    data: SiteData, state: State, cfg: RunConfig, server_round: int, proximal_mu: float = 0.0, stage_offset: int = 0
+    data: SiteData, state: State, cfg: RunConfig, server_round: int, proximal_mu: float = 0.0, stage_offset: int = 0,
+    total_rounds: int = 0, model_name: str = "federated",
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
-    """Train the received global model locally for ``cfg.local_epochs`` epochs.
+    """Train the received global model locally for ``cfg.local_epochs`` epochs (with DP-SGD where the site requires it).
 
     ``server_round`` (numbered across a pipeline's stages) seeds the round; the learning-rate
     schedule restarts with each stage (``server_round - stage_offset``). Returns the updated
-    state dict and scalar metrics; ``num_examples`` counts training cases.
+    state dict and scalar metrics; ``num_examples`` counts training cases. A site with
+    ``privacy.dp.enabled`` trains with DP-SGD within its budget for ``model_name`` of the run over
+    ``total_rounds`` (``client/dp_training.py``), records the spend in its ledger and adds the
+    ``dp_*`` figures to the metrics; a round past a budget is refused (SiteDataError).
     """
     task = task_for(cfg)
     if task.needs_masks:
         data.require_masks("train")
+    dp = data.config.privacy.dp
+    if dp.enabled and cfg.model_variant != "dp-compatible":
+        raise SiteDataError(f"this site trains only with DP-SGD, and the run's network is the '{cfg.model_variant}' variant (it needs 'dp-compatible')")
     model = model_for(cfg, state)
     seed = cfg.seed * 100_003 + server_round * 1009 + _site_salt(data.config.site)
     torch.manual_seed(seed)
     device = resolve_device(data.config.compute.device)
-    stats = train_epochs(
-        model,
-        data.loader("train", train=True, seed=seed),
-        task,
-        make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round - stage_offset), cfg.weight_decay),
-        cfg.local_epochs,
-        device,
-        proximal_mu=proximal_mu,
-        desc=f"{data.config.site} round {server_round}",
-    )
+    loader = data.loader("train", train=True, seed=seed)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round - stage_offset), cfg.weight_decay)
+    if dp.enabled:
+        return _train_round_dp(data, model, loader, task, optimizer, cfg, server_round, proximal_mu, stage_offset, total_rounds, model_name, device, seed)
+    stats = train_epochs(model, loader, task, optimizer, cfg.local_epochs, device, proximal_mu=proximal_mu, desc=f"{data.config.site} round {server_round}")
     new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return new_state, {NUM_EXAMPLES: stats.num_examples, "train_loss": stats.loss, "steps": stats.steps}
+
+
+def _train_round_dp(
+    data: SiteData, model: nn.Module, loader: Any, task: Any, optimizer: torch.optim.Optimizer, cfg: RunConfig, server_round: int,
+    proximal_mu: float, stage_offset: int, total_rounds: int, model_name: str, device: torch.device, seed: int,
+) -> tuple[dict[str, torch.Tensor], Metrics]:
+    """One round of DP-SGD: settings within the budgets, the training, the ledger entry, the figures."""
+    from client.dp_training import round_settings, train_epochs_dp  # noqa: PLC0415 (Opacus only where DP runs)
+    from client.privacy_ledger import PrivacyLedger, Spend  # noqa: PLC0415
+
+    dp, config = data.config.privacy.dp, data.config
+    run = cfg.run_id or "unnamed-run"
+    remaining = (total_rounds or stage_offset + cfg.num_rounds) - server_round + 1
+    ledger = PrivacyLedger(config.output_dir)
+    with ledger.locked():
+        settings = round_settings(
+            dp, len(data.splits["train"]), config.compute.batch_size, cfg.local_epochs, remaining,
+            ledger.spent(run, model_name), ledger.entries(), run, model_name, server_round,
+        )  # fmt: skip
+        stats = train_epochs_dp(model, loader, task, optimizer, settings, device, seed, proximal_mu)
+        ledger.record(Spend(run, model_name, server_round, settings.noise_multiplier, settings.sample_rate, settings.steps, settings.delta))
+    logger.info(
+        "%s round %d: DP-SGD sigma %.3f, q %.4f, %d steps: epsilon %.3f -> %.3f of %g (delta %g); lifetime %.3f",
+        config.site, server_round, settings.noise_multiplier, settings.sample_rate, settings.steps,
+        settings.epsilon_before, settings.epsilon_after, dp.target_epsilon, dp.delta, settings.lifetime_after,
+    )  # fmt: skip
+    new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return new_state, {
+        NUM_EXAMPLES: stats.num_examples, "train_loss": stats.loss, "steps": stats.steps,
+        "dp_epsilon": settings.epsilon_after, "dp_delta": settings.delta, "dp_noise_multiplier": settings.noise_multiplier,
+        "dp_sample_rate": settings.sample_rate, "dp_steps": stats.steps, "dp_max_grad_norm": settings.max_grad_norm,
+        "dp_lifetime_epsilon": settings.lifetime_after,
+    }  # fmt: skip
 
 
 def evaluate_split(

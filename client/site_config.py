@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,18 @@ _ROLES = ("train", "external")
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Differential-privacy settings of a site (used by a later capability)."""
+    """Differential privacy of a site's training: DP-SGD (``client/dp_training.py``), spent per run's model and in a lifetime.
+
+    ``target_epsilon`` bounds each model of a run this site trains (at ``delta``); the optional
+    ``lifetime_epsilon`` (0: none) bounds everything the site ever trained, as its ledger
+    (``<output_dir>/privacy/ledger.json``) accounts it.
+    """
 
     enabled: bool = False
     target_epsilon: float = 8.0
     delta: float = 1.0e-5
     max_grad_norm: float = 1.0
+    lifetime_epsilon: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ _SCHEMA: dict[str, Any] = {
     "compute": {"device": str, "batch_size": int, "num_workers": int},
     "privacy": {
         "share_case_predictions": bool,
-        "dp": {"enabled": bool, "target_epsilon": float, "delta": float, "max_grad_norm": float},
+        "dp": {"enabled": bool, "target_epsilon": float, "delta": float, "max_grad_norm": float, "lifetime_epsilon": float},
     },
     "output_dir": str,
 }
@@ -121,6 +128,9 @@ def load_site_config(path: str | Path) -> SiteConfig:
             "site config: invalid split fractions",
         )
     privacy = raw.get("privacy", {})
+    dp = DPConfig(**{k: float(v) if k != "enabled" else v for k, v in privacy.get("dp", {}).items()})
+    _check_dp(dp, path)
+    _check_site_name(raw["site"], path)
     compute = ComputeConfig(**raw.get("compute", {}))
     if compute.batch_size < 1:
         raise SiteDataError(f"site config {path}: 'compute.batch_size' must be >= 1", "site config: invalid batch size")
@@ -132,10 +142,38 @@ def load_site_config(path: str | Path) -> SiteConfig:
         compute=compute,
         privacy=PrivacyConfig(
             share_case_predictions=privacy.get("share_case_predictions", False),
-            dp=DPConfig(**{k: float(v) if k != "enabled" else v for k, v in privacy.get("dp", {}).items()}),
+            dp=dp,
         ),
         output_dir=(base / raw.get("output_dir", f"site_output/{raw['site']}")).resolve(),
     )
+
+
+def _check_dp(dp: DPConfig, path: Path) -> None:
+    """Range-check the DP settings (whether or not DP is enabled): a site must never believe in a guarantee that cannot hold."""
+    problems = []
+    if not dp.target_epsilon > 0:
+        problems.append(f"'privacy.dp.target_epsilon' = {dp.target_epsilon:g} must be > 0")
+    if not 0 < dp.delta < 1:
+        problems.append(f"'privacy.dp.delta' = {dp.delta:g} must lie in (0, 1)")
+    if not dp.max_grad_norm > 0:
+        problems.append(f"'privacy.dp.max_grad_norm' = {dp.max_grad_norm:g} must be > 0")
+    if dp.lifetime_epsilon < 0 or (dp.lifetime_epsilon and dp.lifetime_epsilon < dp.target_epsilon):
+        problems.append(f"'privacy.dp.lifetime_epsilon' = {dp.lifetime_epsilon:g} must be 0 (none) or >= target_epsilon")
+    if problems:
+        raise SiteDataError(f"site config {path}: {'; '.join(problems)}", "site config: invalid 'privacy.dp' settings")
+
+
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _check_site_name(name: str, path: Path) -> None:
+    """A site name names folders and files: letters, digits, '_', '-', '.', no path separator, no dot segment."""
+    if not SITE_NAME.fullmatch(name) or ".." in name:
+        raise SiteDataError(
+            f"site config {path}: key 'site' = {name!r}: use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or "
+            "digit (no path separators, no '..')",
+            "site config: invalid 'site' name",
+        )
 
 
 def _check(raw: dict[str, Any], schema: dict[str, Any], path: Path, prefix: str) -> None:

@@ -70,7 +70,8 @@ def describe(site: LocalSite) -> SiteDescription:
     counts = {split: {label: sum(i.counts.get(split, {}).get(label, 0) for i in indexes) for label in (0, 1)} for split in ("train", "val", "test")}
     fingerprint = indexes[0].fingerprint if len(indexes) == 1 else hashlib.sha256("".join(i.fingerprint for i in indexes).encode()).hexdigest()[:16]
     config = site.config
-    return SiteDescription(site.name, config.role, fingerprint, axilla_version(), config.privacy.share_case_predictions, counts)
+    dp = any(member.privacy.dp.enabled for member in site.members)
+    return SiteDescription(site.name, config.role, fingerprint, axilla_version(), config.privacy.share_case_predictions, counts, dp)
 
 
 def crop_digest(refs: tuple[tuple[str, str], ...]) -> str:
@@ -83,10 +84,10 @@ def model_layout(cfg: RunConfig) -> Layout:
     """The layout (tensor names, dtypes, shapes) of the run's model, built on the meta device (no weights)."""
     import torch
 
-    from models.task import task_for
+    from models.task import build_network
 
     with torch.device("meta"):
-        return layout_of(task_for(cfg).build_model(cfg).state_dict())
+        return layout_of(build_network(cfg).state_dict())
 
 
 def _unpacked(record: Any, cfg: RunConfig, what: str) -> dict[str, Any]:
@@ -124,7 +125,9 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
     states, digest = _segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
     state = _model_state(content, TRAIN, message.run)
-    new_state, metrics = train_round(data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset)
+    new_state, metrics = train_round(
+        data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset, message.total_rounds, message.model,
+    )  # fmt: skip
     return TrainReply(pack(ArrayRecord(new_state)), metrics).to_content()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from evaluation.figures import report_figures
 from evaluation.html import render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
+from evaluation.privacy_report import privacy_markdown, privacy_rows
 from evaluation.proportions import proportion_cis
 
 SCHEMA = "axilla.report/1"
@@ -64,6 +65,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     report["comparisons"] = _comparisons(run_dir / "comparisons.jsonl", report["classification"])
     report["curves"] = [{"model": model, "site": site, "split": split, **curves(m)} for model, site, split, m in evaluated]
     report["pooling"] = POOLING
+    privacy = privacy_rows(lines)
+    if privacy:
+        report["privacy"] = privacy
     missing = [
         {k: line[k] for k in ("round", "model", "site", "split", "reason")} for line in lines if line["status"] == "missing"
     ]
@@ -162,6 +166,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             out += ["", "| federated vs | DeLong p | NRI | IDI |", "|---|---:|---:|---:|"]
             out += [f"| {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     out += _segmentation_markdown(report)
+    out += privacy_markdown(report)
     if report.get("missing"):
         out += ["", "## Missing replies", ""] + [
             f"- round {m['round']}, {m['site']} ({m['split']}): {m['reason']}" for m in report["missing"]

@@ -37,6 +37,7 @@ class RunConfig:
     seg_loss_weight: float = 0.5
     grad_cam_cases: int = 4
     pretrained_weights: str = ""
+    model_variant: str = "auto"
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
     max_update_norm_ratio: float = 10.0
@@ -70,6 +71,7 @@ class RunConfig:
             "pipeline": ("single", "automatic"),
             "seg-fusion": FUSION_RULES,
             "lesion-crop": ("none", "mask", "predicted"),
+            "model-variant": ("auto", "standard", "dp-compatible"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))

@@ -17,12 +17,13 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from models.classifiers import build_classifier
+from models.dp_compat import dp_compatible
 from models.end_to_end import ClassLogit, SegmentThenClassify
 from models.run_config import RunConfig
 from models.segmenters import build_segmenter
 from models.task_registry import task_for
 
-__all__ = ["Batch", "ClassificationTask", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "task_for"]
+__all__ = ["Batch", "ClassificationTask", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "build_network", "task_for"]
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -267,3 +268,9 @@ class _DiceBCE(nn.Module):
         """The weighted sum over a batch."""
         (logits, mask_logits), (labels, masks) = outputs, targets
         return self.weight * self.dice(mask_logits, masks) + (1 - self.weight) * self.bce(logits, labels)
+
+
+def build_network(cfg: RunConfig) -> nn.Module:
+    """The run's freshly initialised network in the run's variant (``model-variant = dp-compatible``: Opacus-ready)."""
+    model = task_for(cfg).build_model(cfg)
+    return dp_compatible(model) if cfg.model_variant == "dp-compatible" else model

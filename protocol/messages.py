@@ -160,6 +160,8 @@ class Train(Instruction):
 
     kind: ClassVar[str] = TRAIN
     proximal_mu: float = 0.0
+    total_rounds: int = 0  # training rounds of the whole run (every stage): what a DP site's budget must cover
+    model: str = "federated"  # which of the run's models this trains (federated, local:<site>, pooled): a DP ledger entry each
 
 
 @dataclass(frozen=True)
@@ -189,10 +191,11 @@ class SiteDescription:
     version: str
     share_case_predictions: bool
     counts: dict[str, dict[int, int]]
+    dp: bool = False  # the site trains only with DP-SGD (its site config's privacy.dp.enabled)
 
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test")
     KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"site", "role", "fingerprint", "version", "share-case-predictions"}
+        {"site", "role", "fingerprint", "version", "share-case-predictions", "dp"}
         | {f"n-{split}-{tag}" for split in ("train", "val", "test") for tag in ("pos", "neg")}
     )
 
@@ -200,7 +203,7 @@ class SiteDescription:
         """The reply's content."""
         values: dict[str, Scalar] = {
             "site": self.site, "role": self.role, "fingerprint": self.fingerprint, "version": self.version,
-            "share-case-predictions": self.share_case_predictions,
+            "share-case-predictions": self.share_case_predictions, "dp": self.dp,
         }  # fmt: skip
         for split in self.SPLITS:
             counts = self.counts.get(split, {})
@@ -216,7 +219,7 @@ class SiteDescription:
         counts = {split: {0: int(info.get(f"n-{split}-neg", 0)), 1: int(info.get(f"n-{split}-pos", 0))} for split in cls.SPLITS}
         return cls(
             str(info["site"]), str(info["role"]), str(info.get("fingerprint", "")), str(info.get("version", "")),
-            bool(info.get("share-case-predictions", False)), counts,
+            bool(info.get("share-case-predictions", False)), counts, bool(info.get("dp", False)),
         )  # fmt: skip
 
 

@@ -18,9 +18,10 @@ from evaluation.pooling import at_threshold
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import Plan, Stage, plan_for
-from models.task import task_for
+from models.task import build_network, task_for
 from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, model_record_name, wire_model
 from protocol.metrics import split_candidate_metric
+from server.dp_variant import VariantError, resolve_variant
 from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
@@ -54,11 +55,15 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     else:
         cfg = cfg if cfg.run_id else cfg.replace(run_id=new_run_id())
         run_dir = RunDirectory(Path(cfg.runs_dir) / cfg.run_id)
-    plan = plan_for(cfg)
     nodes = wait_for_nodes(grid, max(cfg.expected_sites, cfg.min_train_sites), cfg.round_timeout)
     sites, excluded = handshake(grid, nodes, cfg, cfg.round_timeout)
+    try:
+        cfg, why = resolve_variant(cfg, sites)
+    except VariantError as err:
+        raise FederationError(str(err)) from err
+    plan = plan_for(cfg)
     if start is None:
-        run_dir.write_config(cfg.to_mapping(), list(sites.values()), excluded, describe_run(plan))
+        run_dir.write_config(cfg.to_mapping(), list(sites.values()), excluded, describe_run(plan) | {"model_variant": cfg.model_variant, "model_variant_why": why})
     else:
         run_dir.note_resume(start.completed_rounds, list(sites.values()), excluded)
     try:
@@ -143,7 +148,7 @@ def run_plan(
             final = run_dir.load_checkpoint(f"round-{stage.end:03d}")
         else:
             resumed = start.arrays if start is not None and done > stage.offset else None
-            final = _train(grid, stage, sites, dict(excluded or {}), run_dir, courier, models, done - stage.offset if resumed else 0, resumed)
+            final = _train(grid, stage, sites, dict(excluded or {}), run_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed)
         run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
         models[stage.name] = final
         if stage.candidates:
@@ -163,10 +168,14 @@ def _train(
     run_dir: RunDirectory,
     courier: Courier,
     models: Mapping[str, ArrayRecord],
+    total_rounds: int,
     done: int = 0,
     resumed: ArrayRecord | None = None,
 ) -> ArrayRecord:
-    """One stage's training rounds still to run (rounds ``stage.offset + done + 1`` ...); returns its final model."""
+    """One stage's training rounds still to run (rounds ``stage.offset + done + 1`` ...); returns its final model.
+
+    ``total_rounds`` (over every stage of the run) is what a DP site's privacy budget must cover.
+    """
     cfg = stage.cfg
     n_train = sum(s.trains for s in sites.values())
     if n_train < cfg.min_train_sites:
@@ -174,7 +183,7 @@ def _train(
             f"{n_train} usable training site(s), fewer than min-train-sites={cfg.min_train_sites}; excluded: {excluded or 'none'}"
         )
     if resumed is None:
-        initial = ArrayRecord(task_for(cfg).build_model(cfg).state_dict())
+        initial = ArrayRecord(build_network(cfg).state_dict())
         if stage.offset == 0:
             run_dir.save_round(0, initial)
     else:
@@ -191,7 +200,7 @@ def _train(
         initial_arrays=initial,
         num_rounds=cfg.num_rounds - done,
         timeout=cfg.round_timeout,
-        train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs).config(),
+        train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, total_rounds=total_rounds, model=run_dir.model).config(),
         evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val").config(),
     )
     return result.arrays if result.arrays is not None else initial

@@ -45,7 +45,7 @@ def sites_from_replies(replies: list[Message], node_ids: list[int]) -> tuple[dic
             excluded[f"node-{node}"] = f"site name '{info.site}' already taken by another node"
             logger.error("node %s excluded: duplicate site name %s", node, info.site)
             continue
-        sites[node] = NodeSite(node, info.site, info.role, info.counts, info.fingerprint, info.version)
+        sites[node] = NodeSite(node, info.site, info.role, info.counts, info.fingerprint, info.version, info.dp)
         logger.info("site %s (%s): %s", info.site, info.role, info.counts)
     for node in node_ids:
         if node not in answered:

@@ -25,6 +25,7 @@ from models.stages import Plan, plan_for
 from models.task import task_for
 from protocol.messages import wire_model
 from server.federation import run_plan
+from server.dp_variant import resolve_variant
 from server.handshake import handshake, with_roles
 from server.inprocess_grid import InProcessGrid
 from server.run_dir import FEDERATED, RunDirectory
@@ -48,6 +49,7 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
     sites, excluded = handshake(grid, grid.get_node_ids(), cfg, cfg.round_timeout)
     for node, reason in excluded.items():
         logger.error("baselines skip %s: %s", node, reason)
+    cfg, _ = resolve_variant(cfg, sites)  # as the federated model's: the same networks, compared at every site
     plan = baseline_plan(cfg)
     training = [n for n, s in sites.items() if s.trains]
     finals: dict[str, dict[str, ArrayRecord]] = {}

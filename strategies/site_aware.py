@@ -171,7 +171,7 @@ class SiteAwareMixin:
             raise TooFewSitesError(
                 f"round {server_round}: {len(per_site)} usable update(s), fewer than min-train-sites={self.min_train_sites} ({absent})"
             )
-        arrays, metrics = super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        arrays, metrics = super().aggregate_train(server_round, _shared_metrics_only(accepted))  # type: ignore[misc]
         if arrays is not None and self._template is not None:
             arrays = restore_dtypes(unpack(arrays, self._layout), self._template)
         if self.observer is not None:
@@ -317,3 +317,17 @@ def build_strategy(
     if name == "fedavg":
         return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
     raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
+
+
+def _shared_metrics_only(replies: list[Message]) -> list[Message]:
+    """The replies with only the metric names all of them hold (Flower's mean needs equal keys; a DP site adds its ``dp_*`` figures).
+
+    Each site's full metrics are recorded separately (``_by_site`` keeps the original records).
+    """
+    answered = [r for r in replies if not r.has_error() and r.content.metric_records]
+    records = [next(iter(r.content.metric_records.items())) for r in answered]
+    shared = set.intersection(*(set(record.keys()) for _, record in records)) if records else set()
+    for reply, (name, record) in zip(answered, records):
+        if set(record.keys()) != shared:
+            reply.content[name] = MetricRecord({k: v for k, v in record.items() if k in shared})
+    return replies

@@ -32,6 +32,7 @@ class NodeSite:
     counts: dict[str, dict[int, int]]
     fingerprint: str = ""
     version: str = ""
+    dp: bool = False  # trains only with DP-SGD
 
     @property
     def trains(self) -> bool:

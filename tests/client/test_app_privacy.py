@@ -25,7 +25,7 @@ from tests.conftest import make_site
 
 CFG = RunConfig(image_size=32, local_epochs=1)
 HANDSHAKE_KEYS = {
-    "site", "role", "fingerprint", "version", "share-case-predictions",
+    "site", "role", "fingerprint", "version", "share-case-predictions", "dp",
     *(f"n-{s}-{c}" for s in ("train", "val", "test") for c in ("pos", "neg")),
 }
 

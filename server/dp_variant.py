@@ -1,0 +1,35 @@
+"""Which network variant a run trains, decided once after the handshake and the same at every site.
+
+Run config ``model-variant``: ``standard`` (the networks as built), ``dp-compatible`` (Opacus's
+fixes: GroupNorm for BatchNorm, no in-place activations; ``models/dp_compat.py``) or ``auto``
+(dp-compatible exactly when a training site trains with DP-SGD). The resolved variant is written
+to the run's config and the report says which ran and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from models.run_config import RunConfig
+from strategies.sites import NodeSite
+
+
+class VariantError(ValueError):
+    """The run config asks for a variant that a site's privacy settings cannot train."""
+
+
+def resolve_variant(cfg: RunConfig, sites: Mapping[int, NodeSite]) -> tuple[RunConfig, str]:
+    """The run config with ``model-variant`` resolved, and why (for the report)."""
+    dp_sites = sorted(s.name for s in sites.values() if s.dp and s.trains)
+    if cfg.model_variant == "standard" and dp_sites:
+        raise VariantError(
+            f"run config 'model-variant' = 'standard', but site(s) {', '.join(dp_sites)} train only with DP-SGD, which needs "
+            "the dp-compatible variant (no BatchNorm): set model-variant to 'auto' or 'dp-compatible'"
+        )
+    if cfg.model_variant == "dp-compatible":
+        return cfg, "set in the run config"
+    if cfg.model_variant == "standard":
+        return cfg, "set in the run config"
+    if dp_sites:
+        return cfg.replace(model_variant="dp-compatible"), f"auto: site(s) {', '.join(dp_sites)} train with DP-SGD"
+    return cfg.replace(model_variant="standard"), "auto: no training site trains with DP-SGD"
