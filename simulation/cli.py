@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--preset", default="demo")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--dp-epsilon", type=float, default=0.0, metavar="EPS", help="every training site trains only with DP-SGD at this target epsilon (delta 1e-5)")
     run = sub.add_parser("run", parents=[run_opts], help="run a federation on a folder of sites")
     run.add_argument("--sites", type=Path, required=True, help="folder with one <site>/site.yaml per site")
     demo = sub.add_parser("demo", parents=[run_opts], help="the default: the demo phantom federation")
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "make-phantom":
         summary = make_phantom(args.out, args.preset, args.seed)
+        if args.dp_epsilon:
+            from simulation.phantom.writer import require_dp  # noqa: PLC0415
+
+            print(f"DP-SGD at target epsilon {args.dp_epsilon:g} (delta 1e-5) for: {', '.join(require_dp(args.out, args.dp_epsilon))}")
         for site in summary.sites:
             print(f"{site}: {summary.n_cases[site]} cases, {summary.n_positive[site]} positive, Bayes AUC {summary.bayes_auc[site]:.3f}")
         print(summary.out)

@@ -252,3 +252,16 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
     if preset not in PRESETS:
         raise ValueError(f"unknown phantom preset {preset!r}; choose one of {sorted(PRESETS)}")
     return build_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)
+
+
+def require_dp(out: Path, target_epsilon: float, delta: float = 1.0e-5, max_grad_norm: float = 1.0) -> list[str]:
+    """Make every training site of the phantom in ``out`` train only with DP-SGD at ``target_epsilon``; the sites changed."""
+    changed = []
+    for path in sorted(Path(out).glob("*/site.yaml")):
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if config.get("role") != "train":
+            continue
+        config.setdefault("privacy", {})["dp"] = {"enabled": True, "target_epsilon": float(target_epsilon), "delta": float(delta), "max_grad_norm": float(max_grad_norm)}
+        path.write_text(yaml.safe_dump(config, sort_keys=False, default_flow_style=None), encoding="utf-8")
+        changed.append(str(config["site"]))
+    return changed
