@@ -52,14 +52,14 @@ def round_settings(dp: DPConfig, n_train: int, batch_size: int, epochs: int, rem
     SiteDataError (naming the budget and the spend) when no noise fits.
     """
     if n_train < 1:
-        raise SiteDataError("DP-SGD needs at least one training case")
+        raise SiteDataError.public_fact("DP-SGD needs at least one training case")
     rate = min(1.0, batch_size / n_train)
     steps = epochs * max(1, int(1 / rate))
     rounds = max(1, remaining_rounds)
     before = epsilon(spent, dp.delta)
     sigma = _smallest_sigma(spent, rate, steps, rounds, dp.delta, dp.target_epsilon)
     if sigma is None:
-        raise SiteDataError(
+        raise SiteDataError.public_fact(
             f"differential privacy budget: the run's model {model} has spent epsilon {before:.3f} of its target {dp.target_epsilon:g} "
             f"(delta {dp.delta:g}) in {len(spent)} training(s); {rounds} more round(s) of {steps} steps cannot fit it at any noise; "
             "this site does not train it further",
@@ -68,7 +68,7 @@ def round_settings(dp: DPConfig, n_train: int, batch_size: int, epochs: int, rem
         # The rounds still planned for this model must fit what is left of the lifetime budget too.
         for_lifetime = _smallest_sigma(lifetime, rate, steps, rounds, dp.delta, dp.lifetime_epsilon)
         if for_lifetime is None:
-            raise SiteDataError(
+            raise SiteDataError.public_fact(
                 f"differential privacy budget: the site has spent lifetime epsilon {epsilon(lifetime, dp.delta):.3f} of "
                 f"privacy.dp.lifetime_epsilon = {dp.lifetime_epsilon:g} in {len(lifetime)} training(s); {rounds} more round(s) "
                 f"of {steps} steps cannot fit it at any noise; this site does not train",

@@ -10,7 +10,8 @@ policy (DESIGN.md, "what may leave a site"):
   protocol fixes (confidence intervals, score histograms, the ROC band's grid), never the number
   of cases; only a site with ``privacy.share_case_predictions: true`` may send the per-case lists;
 - the handshake's self-description (known keys only), strings without paths;
-- errors whose reason holds no path.
+- errors whose reason holds no path; an exception the ClientApp raises is caught here, logged in
+  full at the site, and sent only as its class name (code ``SITE_FAILED``).
 
 A reply that breaks the policy is replaced by an error naming the rule, and is never sent. Every
 reply (kind, records, array shapes, every metric value) is appended to
@@ -30,7 +31,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
-from protocol.messages import ARRAYS, POLICY_VIOLATION, REPLY_RECORDS, Evaluate, SiteDescription
+from protocol.messages import ARRAYS, POLICY_VIOLATION, REPLY_RECORDS, SITE_FAILED, Evaluate, SiteDescription
 from protocol.metrics import METRIC_LENGTHS, PER_CASE, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
@@ -125,8 +126,16 @@ def privacy_guard(site_of: Callable[[Message, Context], SiteConfig | None]) -> M
     """A ClientApp mod enforcing the policy and logging every reply under the site's ``output_dir``."""
 
     def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        reply = call_next(message, context)
-        site = site_of(message, context)
+        try:
+            reply = call_next(message, context)
+        except Exception as err:  # its text may hold a path or a case id: logged here in full, sent as the class name only
+            logger.exception("the ClientApp failed on a %s message", message.metadata.message_type)
+            reply = Message(Error(code=SITE_FAILED, reason=f"the site failed on this message ({type(err).__name__}); its log has the details"), reply_to=message)
+        try:
+            site = site_of(message, context)
+        except Exception:  # an unreadable site config: the reply is still checked; no audit file can be named
+            logger.exception("the site config could not be read for the audit log")
+            site = None
         share = bool(site and site.privacy.share_case_predictions)
         problems = policy_violations(message, reply, share)
         entry = summarize(reply) | {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "blocked": problems}

@@ -44,7 +44,7 @@ def fused_segmenter(cfg: RunConfig, states: Mapping[str, State], rule: str) -> n
     """The ``segmenters`` of the run, loaded from ``states`` (by name) and fused by ``rule``."""
     missing = [name for name in cfg.segmenter_list if name not in states]
     if missing:
-        raise SiteDataError(f"the message refers to no weights for segmenter(s) {', '.join(missing)}")
+        raise SiteDataError.public_fact(f"the message refers to no weights for segmenter(s) {', '.join(missing)}")
     return FusedSegmenter([model_for(segmenter_config(cfg, name), states[name]) for name in cfg.segmenter_list], rule)
 
 
@@ -53,7 +53,7 @@ def segmentation_candidate(cfg: RunConfig, states: Mapping[str, State], label: s
     if label.startswith("fusion-"):
         return fused_segmenter(cfg, states, label.removeprefix("fusion-"))
     if label not in states:
-        raise SiteDataError(f"the message refers to no weights for segmenter {label}")
+        raise SiteDataError.public_fact(f"the message refers to no weights for segmenter {label}")
     return model_for(segmenter_config(cfg, label), states[label])
 
 
@@ -104,7 +104,7 @@ def train_round(
         data.require_masks("train")
     dp = data.config.privacy.dp
     if dp.enabled and cfg.model_variant != "dp-compatible":
-        raise SiteDataError(f"this site trains only with DP-SGD, and the run's network is the '{cfg.model_variant}' variant (it needs 'dp-compatible')")
+        raise SiteDataError.public_fact(f"this site trains only with DP-SGD, and the run's network is the '{cfg.model_variant}' variant (it needs 'dp-compatible')")
     model = model_for(cfg, state)
     seed = cfg.seed * 100_003 + server_round * 1009 + _site_salt(data.config.site)
     torch.manual_seed(seed)

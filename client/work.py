@@ -121,7 +121,7 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
     from client.site import node_data, train_round
 
     if not site.config.trains:
-        raise SiteDataError("this site is external and never trains")
+        raise SiteDataError.public_fact("this site is external and never trains")
     states, digest = _segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
     state = _model_state(content, TRAIN, message.run)

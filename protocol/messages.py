@@ -43,6 +43,7 @@ MISSING_MODEL = 4003  # the message refers to a model the site does not hold
 WORKER_FAILED = 4010  # the site worker's work raised; the reason names only the exception class
 WORKER_BAD_REQUEST = 4011  # the site worker could not decode a request
 WORKER_TIMEOUT = 4012  # the site worker did not answer in time
+SITE_FAILED = 4020  # the ClientApp raised; the privacy guard sent only the exception class (the traceback stays at the site)
 
 Scalar = bool | int | float | str
 Metrics = dict[str, Any]

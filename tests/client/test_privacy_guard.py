@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
@@ -13,7 +14,7 @@ from client.app import app as client_app
 from client.privacy_guard import audit_path, privacy_guard
 from client.site_config import load_site_config
 from models.run_config import RunConfig
-from protocol.messages import POLICY_VIOLATION, Describe, array_digest, model_record_name
+from protocol.messages import POLICY_VIOLATION, SITE_FAILED, Describe, array_digest, model_record_name
 from tests.conftest import make_site
 
 
@@ -110,3 +111,33 @@ def test_the_client_app_logs_its_real_replies(tmp_path: Path) -> None:
     assert not reply.has_error()
     log = [json.loads(l) for l in audit_path(load_site_config(site_yaml).output_dir).read_text().splitlines()]
     assert log[-1]["kind"] == "query" and log[-1]["records"]["site"]["values"]["site"] == "a"
+
+
+def test_an_exception_in_the_handler_leaves_only_its_class_name_and_is_audited(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    site_yaml = make_site(tmp_path, "a", n=6)
+    site = load_site_config(site_yaml)
+    secret = f"cannot read {tmp_path}/images/patient-0042.png for case MRN-0042"
+
+    def failing(message: Message, context: Context) -> Message:
+        raise OSError(secret)
+
+    incoming = _incoming(MessageType.TRAIN, RecordDict({"arrays": _model(), "config": ConfigRecord({})}))
+    context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
+    with caplog.at_level("ERROR", logger="axilla.client"):
+        reply = privacy_guard(lambda m, c: site)(incoming, context, failing)
+    assert reply.has_error() and reply.error.code == SITE_FAILED
+    assert reply.error.reason == "the site failed on this message (OSError); its log has the details"
+    assert "MRN-0042" not in reply.error.reason and "/" not in reply.error.reason
+    assert secret in caplog.text  # in full at the site
+    (entry,) = [json.loads(l) for l in audit_path(site.output_dir).read_text().splitlines()]
+    assert entry["error"]["code"] == SITE_FAILED and "MRN" not in json.dumps(entry)
+
+
+def test_a_site_data_error_without_a_public_form_sends_only_a_fixed_sentence() -> None:
+    from client.errors import UNSPECIFIED, SiteDataError
+    from client.work import refusal
+
+    private = SiteDataError("cannot open /data/hospital/MRN-0042.png")
+    assert private.public == UNSPECIFIED and refusal(private) == (4001, UNSPECIFIED)
+    fact = SiteDataError.public_fact("this site is external and never trains")
+    assert refusal(fact) == (4001, "this site is external and never trains")

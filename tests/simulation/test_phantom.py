@@ -276,3 +276,13 @@ def test_demo_clinical_marginals() -> None:
     assert np.argmax(np.bincount(f["histologic_grade"])) == 2
     her2 = f["her2"] == 1
     assert f["histologic_grade"][her2].mean() > f["histologic_grade"][~her2].mean()
+
+
+def test_make_phantom_with_dp_epsilon_makes_every_training_site_require_dp(tmp_path: Path) -> None:
+    from client.site_config import load_site_config
+    from simulation.cli import main
+
+    assert main(["make-phantom", "--out", str(tmp_path / "p"), "--preset", "tiny", "--dp-epsilon", "3"]) == 0
+    configs = {c.site: c for c in (load_site_config(p) for p in sorted((tmp_path / "p").glob("*/site.yaml")))}
+    assert {name for name, c in configs.items() if c.privacy.dp.enabled} == {name for name, c in configs.items() if c.trains} != set()
+    assert all(c.privacy.dp.target_epsilon == 3.0 and c.privacy.dp.delta == 1e-5 for c in configs.values() if c.trains)
