@@ -270,7 +270,13 @@ class _DiceBCE(nn.Module):
         return self.weight * self.dice(mask_logits, masks) + (1 - self.weight) * self.bce(logits, labels)
 
 
-def build_network(cfg: RunConfig) -> nn.Module:
-    """The run's freshly initialised network in the run's variant (``model-variant = dp-compatible``: Opacus-ready)."""
+def build_network(cfg: RunConfig, pretrained: bool = False) -> nn.Module:
+    """The run's freshly initialised network in the run's variant (``model-variant = dp-compatible``: Opacus-ready).
+
+    Only the server's initial model (``pretrained``) reads the run config's ``pretrained-weights``
+    file; a site's network always takes the weights the message carries, so no site opens a path
+    that the run config names.
+    """
+    cfg = cfg if pretrained else cfg.replace(pretrained_weights="")
     model = task_for(cfg).build_model(cfg)
     return dp_compatible(model) if cfg.model_variant == "dp-compatible" else model

@@ -183,7 +183,7 @@ def _train(
             f"{n_train} usable training site(s), fewer than min-train-sites={cfg.min_train_sites}; excluded: {excluded or 'none'}"
         )
     if resumed is None:
-        initial = ArrayRecord(build_network(cfg).state_dict())
+        initial = ArrayRecord(build_network(cfg, pretrained=True).state_dict())
         if stage.offset == 0:
             run_dir.save_round(0, initial)
     else:

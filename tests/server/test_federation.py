@@ -217,3 +217,24 @@ def test_dp_sites_train_within_budget_the_run_uses_the_dp_variant_and_the_report
     refused = [m for m in report["missing"] if m["site"] == "c"]
     assert {m["round"] for m in refused} == {1, 2} and all("lifetime epsilon" in m["reason"] and "/" not in m["reason"] for m in refused)
     assert "## Differential privacy" in (run_dir / "report.md").read_text()
+
+
+def test_pretrained_weights_are_read_by_the_server_only_and_sent_as_round_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.classifiers
+    from models.task import build_network
+
+    weights = tmp_path / "pretrained.pt"
+    reference = build_network(RunConfig(image_size=32, seed=7))
+    torch.save(reference.state_dict(), weights)
+    opened: list[str] = []
+    real_load = models.classifiers.torch.load
+    monkeypatch.setattr(models.classifiers.torch, "load", lambda path, *a, **k: (opened.append(str(path)), real_load(path, *a, **k))[1])
+    grid = LoopbackGrid([make_site(tmp_path, "a", n=16, seed=1), make_site(tmp_path, "b", n=16, seed=2)])
+    run_dir = run_federation(grid, _cfg(tmp_path, pretrained_weights=str(weights), num_rounds=1))  # type: ignore[arg-type]
+    assert opened == [str(weights)]  # once, by the server; no site opened the path the run config names
+    initial = torch.load(run_dir / "checkpoints" / "round-000.pt")
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(initial[key], value)
+    with pytest.raises(FileNotFoundError):
+        build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt")), pretrained=True)
+    assert build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt"))) is not None  # a site's build never looks
