@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import yaml
 
 from client.errors import SiteDataError
+from protocol.messages import valid_site_name
 
 _ROLES = ("train", "external")
 
@@ -163,12 +163,9 @@ def _check_dp(dp: DPConfig, path: Path) -> None:
         raise SiteDataError(f"site config {path}: {'; '.join(problems)}", "site config: invalid 'privacy.dp' settings")
 
 
-SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
 def _check_site_name(name: str, path: Path) -> None:
     """A site name names folders and files: letters, digits, '_', '-', '.', no path separator, no dot segment."""
-    if not SITE_NAME.fullmatch(name) or ".." in name:
+    if not valid_site_name(name):
         raise SiteDataError(
             f"site config {path}: key 'site' = {name!r}: use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter or "
             "digit (no path separators, no '..')",

@@ -17,6 +17,7 @@ Replies hold ``site`` (the handshake), ``arrays`` and ``metrics`` (training) or 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
@@ -47,6 +48,14 @@ SITE_FAILED = 4020  # the ClientApp raised; the privacy guard sent only the exce
 
 Scalar = bool | int | float | str
 Metrics = dict[str, Any]
+
+
+SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # site names name folders and files: no separators, no dot segments
+
+
+def valid_site_name(name: str) -> bool:
+    """1 to 64 letters, digits, '_', '-' or '.', starting with a letter or digit, without '..'."""
+    return bool(SITE_NAME.fullmatch(name)) and ".." not in name
 
 
 class ProtocolError(ValueError):
@@ -217,6 +226,8 @@ class SiteDescription:
         if SITE not in content.config_records:
             raise ProtocolError(f"a handshake reply must carry the '{SITE}' record")
         info = content.config_records[SITE]
+        if not valid_site_name(str(info.get("site", ""))):
+            raise ProtocolError(f"site name {str(info.get('site', ''))[:80]!r} is not a valid site name (letters, digits, '_', '-', '.'; no '..')")
         counts = {split: {0: int(info.get(f"n-{split}-neg", 0)), 1: int(info.get(f"n-{split}-pos", 0))} for split in cls.SPLITS}
         return cls(
             str(info["site"]), str(info["role"]), str(info.get("fingerprint", "")), str(info.get("version", "")),

@@ -67,3 +67,12 @@ def test_metric_names_have_one_style_and_candidates_round_trip() -> None:
     assert all(name == name.lower() and "-" not in name for name in METRIC_LENGTHS)
     key = candidate_metric("fusion-union", "seg_dice")
     assert split_candidate_metric(key) == ("fusion-union", "seg_dice") and split_candidate_metric("auc") == ("", "auc")
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "", "x" * 65, "a\\b"])
+def test_a_handshake_naming_a_site_that_could_name_another_folder_is_refused(name: str) -> None:
+    content = SiteDescription("ok", "train", "f", "v", False, {}).to_content()
+    content.config_records["site"]["site"] = name
+    with pytest.raises(ProtocolError, match="not a valid site name"):
+        SiteDescription.from_content(content)
+    assert SiteDescription.from_content(SiteDescription("hospital_a-2.b", "train", "f", "v", False, {}).to_content()).site == "hospital_a-2.b"
