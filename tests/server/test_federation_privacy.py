@@ -1,0 +1,59 @@
+"""Privacy in the in-process federation: DP-SGD sites within budget, the DP network variant, the report's DP figures, pretrained weights on the server only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.run_config import RunConfig
+from server.federation import run_federation
+from tests.conftest import make_site
+from tests.server.test_federation import LoopbackGrid, _cfg
+
+
+def test_dp_sites_train_within_budget_the_run_uses_the_dp_variant_and_the_report_lets_one_recompute_epsilon(tmp_path: Path) -> None:
+    from client.privacy_ledger import Spend, epsilon
+
+    dp = "privacy:\n  dp: {enabled: true, target_epsilon: 8.0, delta: 1.0e-5, max_grad_norm: 1.0}\n"
+    tiny = "privacy:\n  dp: {enabled: true, target_epsilon: 8.0, delta: 1.0e-5, lifetime_epsilon: 8.0}\n"
+    sites = [make_site(tmp_path, "a", n=24, seed=1, extra_yaml=dp), make_site(tmp_path, "b", n=20, seed=2), make_site(tmp_path, "c", n=20, seed=4, extra_yaml=tiny)]
+    # site c has already spent its whole lifetime budget in an earlier run: it must refuse to train, and the run goes on.
+    ledger = tmp_path / "c" / "output" / "privacy"
+    ledger.mkdir(parents=True)
+    (ledger / "ledger.json").write_text(json.dumps({"accountant": "rdp", "entries": [vars(Spend("earlier", "federated", 1, 0.3, 0.5, 200, 1e-5, 1.0))]}))
+    grid = LoopbackGrid([*sites, make_site(tmp_path, "ext", role="external", n=16, seed=3)])
+    run_dir = run_federation(grid, _cfg(tmp_path))  # type: ignore[arg-type]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["run"]["model_variant"] == "dp-compatible" and "a, c train with DP-SGD" in report["run"]["model_variant_why"]
+    assert not any("running_mean" in k for k in torch.load(run_dir / "checkpoints" / "final.pt"))  # GroupNorm, not BatchNorm
+    (privacy,) = report["privacy"]  # a trained with DP-SGD; b without; c refused
+    assert (privacy["model"], privacy["site"], len(privacy["rounds"])) == ("federated", "a", 2)
+    recomputed = epsilon([Spend("", "", 0, r["noise_multiplier"], r["sample_rate"], r["steps"], privacy["delta"]) for r in privacy["rounds"]], privacy["delta"])
+    assert recomputed == pytest.approx(privacy["epsilon"], rel=1e-9) and 7.5 <= privacy["epsilon"] <= 8.0
+    refused = [m for m in report["missing"] if m["site"] == "c"]
+    assert {m["round"] for m in refused} == {1, 2} and all("lifetime epsilon" in m["reason"] and "/" not in m["reason"] for m in refused)
+    assert "## Differential privacy" in (run_dir / "report.md").read_text()
+
+
+def test_pretrained_weights_are_read_by_the_server_only_and_sent_as_round_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.classifiers
+    from models.task import build_network
+
+    weights = tmp_path / "pretrained.pt"
+    reference = build_network(RunConfig(image_size=32, seed=7))
+    torch.save(reference.state_dict(), weights)
+    opened: list[str] = []
+    real_load = models.classifiers.torch.load
+    monkeypatch.setattr(models.classifiers.torch, "load", lambda path, *a, **k: (opened.append(str(path)), real_load(path, *a, **k))[1])
+    grid = LoopbackGrid([make_site(tmp_path, "a", n=16, seed=1), make_site(tmp_path, "b", n=16, seed=2)])
+    run_dir = run_federation(grid, _cfg(tmp_path, pretrained_weights=str(weights), num_rounds=1))  # type: ignore[arg-type]
+    assert opened == [str(weights)]  # once, by the server; no site opened the path the run config names
+    initial = torch.load(run_dir / "checkpoints" / "round-000.pt")
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(initial[key], value)
+    with pytest.raises(FileNotFoundError):
+        build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt")), pretrained=True)
+    assert build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt"))) is not None  # a site's build never looks
