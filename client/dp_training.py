@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 from torch.utils.data import DataLoader
 
 from client.errors import SiteDataError
-from client.privacy_ledger import SEARCH_ORDERS, Spend, epsilon, epsilon_of, rdp
+from client.privacy_ledger import SEARCH_ORDERS, Spend, epsilon, epsilon_of, rdp, training_rdp
 from client.site_config import DPConfig
 from client.training import TrainStats
 from models.task import Task
@@ -88,8 +88,7 @@ def _smallest_sigma(history: list[Spend], rate: float, steps: int, rounds: int, 
     past = rdp(history, SEARCH_ORDERS)
 
     def fits(sigma: float) -> bool:
-        step = rdp([Spend("", "", 0, sigma, rate, steps, delta)], SEARCH_ORDERS)
-        return epsilon_of(past + rounds * step, SEARCH_ORDERS, delta) <= limit
+        return epsilon_of(past + rounds * training_rdp(rate, sigma, steps, SEARCH_ORDERS), SEARCH_ORDERS, delta) <= limit
 
     if not fits(SIGMA_MAX):
         return None
@@ -103,8 +102,8 @@ def _smallest_sigma(history: list[Spend], rate: float, steps: int, rounds: int, 
     return high
 
 
-def per_case_gradients(model: nn.Module, task: Task, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each case's loss gradient, by parameter name, shaped (cases, *parameter shape)."""
+def per_case_gradients(model: nn.Module, task: Task, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each case's loss gradient, by parameter name, shaped (cases, *parameter shape), and each case's loss (cases,)."""
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
     buffers = {k: b.detach() for k, b in model.named_buffers()}
     loss_fn = task.loss()
@@ -113,7 +112,7 @@ def per_case_gradients(model: nn.Module, task: Task, batch: dict[str, torch.Tens
         one = {k: v.unsqueeze(0) for k, v in case.items()}
         return loss_fn(functional_call(model, (p, b), (one["image"],)), task.targets(one))
 
-    return vmap(grad(case_loss), in_dims=(None, None, 0), randomness="different")(params, buffers, batch)
+    return vmap(grad_and_value(case_loss), in_dims=(None, None, 0), randomness="different")(params, buffers, batch)
 
 
 def train_epochs_dp(
@@ -140,22 +139,19 @@ def train_epochs_dp(
         expected_batch_size=max(1, round(settings.sample_rate * n)), generator=torch.Generator(device=device).manual_seed(seed + 1),
     )  # fmt: skip
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
-    loss_fn = task.loss()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     total, count, steps = 0.0, 0, 0
     for indices in sampler:
         dp_optimizer.zero_grad(set_to_none=True)
-        trainable = [p for p in model.parameters() if p.requires_grad]
         if indices:
             batch = {k: v.to(device) for k, v in loader.collate_fn([dataset[i] for i in indices]).items()}  # type: ignore[misc]
-            grads = per_case_gradients(model, task, batch)
-            for name, p in model.named_parameters():
-                if p.requires_grad:
-                    p.grad_sample = grads[name]
-            with torch.no_grad():
-                total += float(loss_fn(model(batch["image"]), task.targets(batch))) * len(indices)
+            grads, losses = per_case_gradients(model, task, batch)
+            for name, p in trainable.items():
+                p.grad_sample = grads[name]
+            total += float(losses.sum())
             count += len(indices)
         else:
-            for p in trainable:
+            for p in trainable.values():
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
         if dp_optimizer.pre_step():  # clip each case, sum, add noise, scale: p.grad
             if proximal_mu > 0:

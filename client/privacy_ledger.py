@@ -60,12 +60,14 @@ def default_orders() -> tuple[float, ...]:
     return tuple(RDPAccountant.DEFAULT_ALPHAS)
 
 
+def training_rdp(sample_rate: float, noise_multiplier: float, steps: int, orders: tuple[float, ...]) -> np.ndarray:
+    """The Renyi DP of one training (``steps`` steps) at each order."""
+    return np.asarray(_rdp_per_step(sample_rate, noise_multiplier, orders)) * steps
+
+
 def rdp(spends: list[Spend], orders: tuple[float, ...]) -> np.ndarray:
     """The composed Renyi DP of a sequence of trainings at each order (RDP adds up over steps and trainings)."""
-    total = np.zeros(len(orders))
-    for s in spends:
-        total += np.asarray(_rdp_per_step(s.sample_rate, s.noise_multiplier, orders)) * s.steps
-    return total
+    return sum((training_rdp(s.sample_rate, s.noise_multiplier, s.steps, orders) for s in spends), np.zeros(len(orders)))
 
 
 def epsilon_of(total_rdp: np.ndarray, orders: tuple[float, ...], delta: float) -> float:
@@ -81,6 +83,11 @@ def epsilon(spends: list[Spend], delta: float, orders: tuple[float, ...] | None 
         return 0.0
     orders = orders or default_orders()
     return epsilon_of(rdp(spends, orders), orders, delta)
+
+
+def of_model(entries: list[Spend], run: str, model: str) -> list[Spend]:
+    """The trainings of one of a run's models."""
+    return [s for s in entries if s.run == run and s.model == model]
 
 
 class PrivacyLedger:
@@ -102,10 +109,6 @@ class PrivacyLedger:
                 "privacy ledger unreadable: the site does not train until it is restored",
             ) from err
 
-    def spent(self, run: str, model: str) -> list[Spend]:
-        """The trainings of one of a run's models."""
-        return [s for s in self.entries() if s.run == run and s.model == model]
-
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the ledger's lock (other processes of the site wait)."""
@@ -117,9 +120,9 @@ class PrivacyLedger:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def record(self, spend: Spend) -> None:
-        """Append one training (call while holding ``locked``)."""
-        entries = [*self.entries(), Spend(**{**asdict(spend), "at": spend.at or time.time()})]
+    def record(self, spend: Spend, entries: list[Spend]) -> None:
+        """Append one training to ``entries``, the ledger as read under the same ``locked`` hold."""
+        entries = [*entries, Spend(**{**asdict(spend), "at": spend.at or time.time()})]
         staged = self.path.with_name(f".ledger.{os.getpid()}.json")
         staged.write_text(json.dumps({"accountant": ACCOUNTANT, "entries": [asdict(e) for e in entries]}, indent=1), encoding="utf-8")
         os.replace(staged, self.path)

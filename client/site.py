@@ -124,19 +124,20 @@ def _train_round_dp(
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
     """One round of DP-SGD: settings within the budgets, the training, the ledger entry, the figures."""
     from client.dp_training import round_settings, train_epochs_dp  # noqa: PLC0415 (Opacus only where DP runs)
-    from client.privacy_ledger import PrivacyLedger, Spend  # noqa: PLC0415
+    from client.privacy_ledger import PrivacyLedger, Spend, of_model  # noqa: PLC0415
 
     dp, config = data.config.privacy.dp, data.config
     run = cfg.run_id or "unnamed-run"
     remaining = (total_rounds or stage_offset + cfg.num_rounds) - server_round + 1
     ledger = PrivacyLedger(config.output_dir)
     with ledger.locked():
+        entries = ledger.entries()
         settings = round_settings(
             dp, len(data.splits["train"]), config.compute.batch_size, cfg.local_epochs, remaining,
-            ledger.spent(run, model_name), ledger.entries(), run, model_name, server_round,
+            of_model(entries, run, model_name), entries, run, model_name, server_round,
         )  # fmt: skip
         stats = train_epochs_dp(model, loader, task, optimizer, settings, device, seed, proximal_mu)
-        ledger.record(Spend(run, model_name, server_round, settings.noise_multiplier, settings.sample_rate, settings.steps, settings.delta))
+        ledger.record(Spend(run, model_name, server_round, settings.noise_multiplier, settings.sample_rate, settings.steps, settings.delta), entries)
     logger.info(
         "%s round %d: DP-SGD sigma %.3f, q %.4f, %d steps: epsilon %.3f -> %.3f of %g (delta %g); lifetime %.3f",
         config.site, server_round, settings.noise_multiplier, settings.sample_rate, settings.steps,

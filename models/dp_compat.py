@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from torch import nn
 
-VARIANTS = ("auto", "standard", "dp-compatible")
-
-
 def dp_compatible(model: nn.Module) -> nn.Module:
     """``model`` with Opacus's fixes (BatchNorm -> GroupNorm, ...) and no in-place activations; checked by Opacus's validator."""
     from opacus.validators import ModuleValidator  # noqa: PLC0415 (only runs that need the variant import Opacus)

@@ -26,9 +26,7 @@ def resolve_variant(cfg: RunConfig, sites: Mapping[int, NodeSite]) -> tuple[RunC
             f"run config 'model-variant' = 'standard', but site(s) {', '.join(dp_sites)} train only with DP-SGD, which needs "
             "the dp-compatible variant (no BatchNorm): set model-variant to 'auto' or 'dp-compatible'"
         )
-    if cfg.model_variant == "dp-compatible":
-        return cfg, "set in the run config"
-    if cfg.model_variant == "standard":
+    if cfg.model_variant != "auto":
         return cfg, "set in the run config"
     if dp_sites:
         return cfg.replace(model_variant="dp-compatible"), f"auto: site(s) {', '.join(dp_sites)} train with DP-SGD"

@@ -16,7 +16,7 @@ from opacus.validators import ModuleValidator
 from client.data import load_site_data
 from client.dp_training import per_case_gradients, round_settings
 from client.errors import SiteDataError
-from client.privacy_ledger import PrivacyLedger, Spend, epsilon
+from client.privacy_ledger import PrivacyLedger, Spend, epsilon, of_model
 from client.site import train_round
 from client.site_config import DPConfig, load_site_config
 from models.run_config import RunConfig
@@ -46,7 +46,7 @@ def test_every_model_passes_opacus_validator_and_takes_one_dp_step(name: str) ->
     torch.manual_seed(0)
     batch = {"image": torch.randn(3, 1, size, size), "label": torch.tensor([0, 1, 1]), "mask": (torch.rand(3, 1, size, size) > 0.5).to(torch.uint8), "has_mask": torch.ones(3, dtype=torch.bool)}
     before = [p.detach().clone() for p in model.parameters()]
-    grads = per_case_gradients(model.train(), task, batch)
+    grads, _ = per_case_gradients(model.train(), task, batch)
     for pname, p in model.named_parameters():
         assert grads[pname].shape == (3, *p.shape)
         p.grad_sample = grads[pname]
@@ -60,7 +60,7 @@ def test_the_per_case_gradient_is_the_gradient_of_that_case_alone() -> None:
     task, model = task_for(cfg), build_network(cfg).train()
     torch.manual_seed(1)
     batch = {"image": torch.randn(2, 1, 64, 64), "label": torch.tensor([0, 1]), "mask": torch.zeros(2, 1, 64, 64, dtype=torch.uint8), "has_mask": torch.zeros(2, dtype=torch.bool)}
-    grads = per_case_gradients(model, task, batch)
+    grads, _ = per_case_gradients(model, task, batch)
     one = {k: v[1:] for k, v in batch.items()}
     model.zero_grad()
     task.loss()(model(one["image"]), task.targets(one)).backward()
@@ -72,7 +72,7 @@ def test_ledger_epsilon_matches_opacus_and_survives_a_new_process(tmp_path: Path
     spend = Spend("run-1", "federated", 1, 1.1, 0.05, 40, 1e-5)
     code = (
         "import sys; from pathlib import Path; from client.privacy_ledger import PrivacyLedger, Spend; "
-        f"ledger = PrivacyLedger(Path({str(tmp_path)!r})); ledger.locked().__enter__(); ledger.record(Spend('run-1', 'federated', 1, 1.1, 0.05, 40, 1e-5))"
+        f"ledger = PrivacyLedger(Path({str(tmp_path)!r})); ledger.locked().__enter__(); ledger.record(Spend('run-1', 'federated', 1, 1.1, 0.05, 40, 1e-5), ledger.entries())"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
     ledger = PrivacyLedger(tmp_path)
@@ -80,7 +80,7 @@ def test_ledger_epsilon_matches_opacus_and_survives_a_new_process(tmp_path: Path
     accountant = RDPAccountant()
     for _ in range(40):
         accountant.step(noise_multiplier=1.1, sample_rate=0.05)
-    assert epsilon(ledger.spent("run-1", "federated"), 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
+    assert epsilon(of_model(ledger.entries(), "run-1", "federated"), 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
     (tmp_path / "privacy" / "ledger.json").write_text("{broken")
     with pytest.raises(SiteDataError, match="ledger.json is unreadable"):
         ledger.entries()
