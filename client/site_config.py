@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 
 from client.errors import SiteDataError
-from protocol.messages import valid_site_name
+from protocol.messages import SITE_ROLES, valid_site_name
 
-_ROLES = ("train", "external")
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,9 @@ def load_site_config(path: str | Path) -> SiteConfig:
             node = node.get(part) if isinstance(node, dict) else None
         if node is None:
             raise SiteDataError(f"site config {path}: missing required key '{key}'", f"site config: missing key '{key}'")
-    if raw["role"] not in _ROLES:
+    if raw["role"] not in SITE_ROLES:
         raise SiteDataError(
-            f"site config {path}: key 'role' = {raw['role']!r}, expected one of {', '.join(_ROLES)}",
+            f"site config {path}: key 'role' = {raw['role']!r}, expected one of {', '.join(SITE_ROLES)}",
             "site config: invalid 'role'",
         )
     base = path.parent

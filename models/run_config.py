@@ -58,6 +58,7 @@ class RunConfig:
     run_id: str = ""
     resume_from: str = ""
     sim_sites_dir: str = "phantom/demo"
+    enrolment: str = ""  # set by axilla-server: the study's node id -> enrolled site and role (server/enrolment.py)
     baselines: bool = True
 
     def __post_init__(self) -> None:

@@ -51,6 +51,7 @@ Metrics = dict[str, Any]
 
 
 SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # site names name folders and files: no separators, no dot segments
+SITE_ROLES = ("train", "external")  # a training site, or an external test site that never trains
 
 
 def valid_site_name(name: str) -> bool:
@@ -228,6 +229,8 @@ class SiteDescription:
         info = content.config_records[SITE]
         if not valid_site_name(str(info.get("site", ""))):
             raise ProtocolError(f"site name {str(info.get('site', ''))[:80]!r} is not a valid site name (letters, digits, '_', '-', '.'; no '..')")
+        if str(info.get("role", "")) not in SITE_ROLES:
+            raise ProtocolError(f"role {str(info.get('role', ''))[:20]!r}: expected one of {', '.join(SITE_ROLES)}")
         counts = {split: {0: int(info.get(f"n-{split}-neg", 0)), 1: int(info.get(f"n-{split}-pos", 0))} for split in cls.SPLITS}
         return cls(
             str(info["site"]), str(info["role"]), str(info.get("fingerprint", "")), str(info.get("version", "")),

@@ -12,7 +12,8 @@ import tomli_w
 from models.run_config import RunConfig, Scalar
 from server.run_dir import new_run_id
 from server.superlink import CONNECTION, SuperLinkSettings, executable, flwr_env, start_superlink, stop_process, sync_enrolment
-from server.study import StudyError, enrolled_sites
+from server.enrolment import Enrolled, write_enrolment
+from server.study import StudyError, enrolled_roles, enrolled_sites
 
 
 class CoordinatorError(RuntimeError):
@@ -82,12 +83,17 @@ def run_experiment(
     sites = enrolled_sites(settings.study)
     if not sites:
         raise StudyError(f"no site is enrolled in {settings.study.root}; add them with `axilla-study add-site`")
+    roles = enrolled_roles(settings.study)
     cfg = submission(overrides, runs_dir, len(sites), resume)
     app = app or app_dir()
-    config_file = write_run_config(cfg, settings.study.root / "state" / "submissions" / f"{cfg.run_id}.toml")
     processes = start_superlink(settings)
     try:
         node_ids = sync_enrolment(settings)
+        enrolment = write_enrolment(
+            settings.study.root / "state" / "enrolment.json", {int(node): Enrolled(site, roles[site]) for site, node in node_ids.items()}
+        )
+        cfg = cfg.replace(enrolment=str(enrolment.resolve()))
+        config_file = write_run_config(cfg, settings.study.root / "state" / "submissions" / f"{cfg.run_id}.toml")
         print(f"SuperLink serving hospitals on {settings.host}:{settings.port} (Fleet API only); enrolled sites: {', '.join(sorted(node_ids))}", flush=True)
         print(f"submitting run {cfg.run_id} (run config: {config_file})", flush=True)
         cmd = [executable("flwr"), "run", str(app), CONNECTION, "--run-config", str(config_file), "--stream"]

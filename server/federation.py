@@ -22,6 +22,7 @@ from models.task import build_network, task_for
 from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, model_record_name, wire_model
 from protocol.metrics import split_candidate_metric
 from server.dp_variant import VariantError, resolve_variant
+from server.enrolment import EnrolmentError
 from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
@@ -56,10 +57,10 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         cfg = cfg if cfg.run_id else cfg.replace(run_id=new_run_id())
         run_dir = RunDirectory(Path(cfg.runs_dir) / cfg.run_id)
     nodes = wait_for_nodes(grid, max(cfg.expected_sites, cfg.min_train_sites), cfg.round_timeout)
-    sites, excluded = handshake(grid, nodes, cfg, cfg.round_timeout)
     try:
+        sites, excluded = handshake(grid, nodes, cfg, cfg.round_timeout)
         cfg, why = resolve_variant(cfg, sites)
-    except VariantError as err:
+    except (EnrolmentError, VariantError) as err:
         raise FederationError(str(err)) from err
     plan = plan_for(cfg)
     if start is None:

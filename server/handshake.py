@@ -5,27 +5,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from models.run_config import RunConfig
 from protocol.messages import Describe, ProtocolError, SiteDescription
+from server.enrolment import Enrolled, read_enrolment, refusal
 from strategies.sites import NodeSite
 
 logger = logging.getLogger("axilla.server")
 
 
 def handshake(grid: Grid, node_ids: list[int], cfg: RunConfig, timeout: float) -> tuple[dict[int, NodeSite], dict[str, str]]:
-    """Ask every node to describe itself; return the usable sites and the reason each other node was excluded."""
+    """Ask every node to describe itself; return the usable sites and the reason each other node was excluded.
+
+    With the run config's ``enrolment`` (set by ``axilla-server``), a node is accepted only as the
+    site and role its key was enrolled with.
+    """
+    enrolment = read_enrolment(Path(cfg.enrolment)) if cfg.enrolment else None
     request = Describe(run=cfg)
     messages = [Message(RecordDict(request.records()), dst_node_id=n, message_type=request.kind) for n in node_ids]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
-    return sites_from_replies(replies, node_ids)
+    return sites_from_replies(replies, node_ids, enrolment)
 
 
-def sites_from_replies(replies: list[Message], node_ids: list[int]) -> tuple[dict[int, NodeSite], dict[str, str]]:
-    """The usable sites among handshake replies, and why each other node is excluded."""
+def sites_from_replies(
+    replies: list[Message], node_ids: list[int], enrolment: Mapping[int, Enrolled] | None = None
+) -> tuple[dict[int, NodeSite], dict[str, str]]:
+    """The usable sites among handshake replies (matching their enrolment, when given), and why each other node is excluded."""
     sites: dict[int, NodeSite] = {}
     excluded: dict[str, str] = {}
     answered = set()
@@ -40,6 +49,11 @@ def sites_from_replies(replies: list[Message], node_ids: list[int]) -> tuple[dic
             info = SiteDescription.from_content(reply.content)
         except (ProtocolError, KeyError, ValueError) as err:
             excluded[f"node-{node}"] = f"malformed handshake reply: {err}"
+            continue
+        refused = refusal(enrolment, node, info.site, info.role) if enrolment is not None else None
+        if refused:
+            excluded[f"node-{node}"] = refused
+            logger.error("node %s excluded at handshake: %s", node, refused)
             continue
         if any(s.name == info.site for s in sites.values()):
             excluded[f"node-{node}"] = f"site name '{info.site}' already taken by another node"

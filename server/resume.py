@@ -15,7 +15,7 @@ from server.run_dir import RunDirectory
 logger = logging.getLogger("axilla.server")
 
 # Keys that may differ between the interrupted and the resumed submission: they do not change the result.
-OPERATIONAL = ("round-timeout", "expected-sites", "min-train-sites", "validate-every", "resume-from", "runs-dir", "run-id")
+OPERATIONAL = ("round-timeout", "expected-sites", "min-train-sites", "validate-every", "resume-from", "runs-dir", "run-id", "enrolment")
 
 
 class ResumeError(ValueError):

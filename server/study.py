@@ -7,6 +7,7 @@ Layout of a study directory (everything under ``private/`` stays with the coordi
     private/ca.key              the CA's key (signs server certificates only)
     private/server.key          the SuperLink's TLS key
     enrolled/<site>.pub         one OpenSSH EC public key per admitted site
+    enrolled/<site>.role        its role in the study: ``train`` or ``external`` (the handshake must claim it)
     outbox/<site>/              what to send to a hospital (ca.crt, and its key pair if issued here)
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from protocol.messages import SITE_ROLES, valid_site_name
+
 CURVE = ec.SECP384R1  # Flower's SuperNode authentication takes NIST EC keys; P-384 is its documented choice
 
 
@@ -207,11 +208,12 @@ def read_public_key(path: Path) -> bytes:
     return data
 
 
-def add_site(study: Study, site: str, public_key: Path | None = None) -> Path:
-    """Enrol a site: its given public key, or a key pair issued here into its outbox. Returns the outbox."""
+def add_site(study: Study, site: str, role: str, public_key: Path | None = None) -> Path:
+    """Enrol a site with its role: its given public key, or a key pair issued here into its outbox. Returns the outbox."""
     study.check()
-    if not SITE_NAME.match(site):
-        raise StudyError(f"site name {site!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    if not valid_site_name(site):
+        raise StudyError(f"site name {site!r}: use letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit, no '..')")
+    _check_role(site, role)
     target = study.enrolled_dir / f"{site}.pub"
     if target.exists():
         raise StudyError(f"{target}: site '{site}' is already enrolled; remove it first to change its key")
@@ -224,9 +226,23 @@ def add_site(study: Study, site: str, public_key: Path | None = None) -> Path:
         if other[1] == data:
             raise StudyError(f"{public_key}: this key is already enrolled as site '{other[0]}'")
     study.enrolled_dir.mkdir(exist_ok=True)
+    (study.enrolled_dir / f"{site}.role").write_text(role + "\n", encoding="utf-8")
     target.write_bytes(data + b"\n")
     (outbox / "ca.crt").write_bytes(study.ca_cert.read_bytes())
     return outbox
+
+
+def set_role(study: Study, site: str, role: str) -> None:
+    """Change an enrolled site's role (takes effect at the next run's handshake)."""
+    _check_role(site, role)
+    if not (study.enrolled_dir / f"{site}.pub").exists():
+        raise StudyError(f"site '{site}' is not enrolled (no {study.enrolled_dir / f'{site}.pub'})")
+    (study.enrolled_dir / f"{site}.role").write_text(role + "\n", encoding="utf-8")
+
+
+def _check_role(site: str, role: str) -> None:
+    if role not in SITE_ROLES:
+        raise StudyError(f"site '{site}': role {role!r}, expected one of {', '.join(SITE_ROLES)}")
 
 
 def remove_site(study: Study, site: str) -> None:
@@ -235,6 +251,7 @@ def remove_site(study: Study, site: str) -> None:
     if not target.exists():
         raise StudyError(f"site '{site}' is not enrolled (no {target})")
     target.unlink()
+    (study.enrolled_dir / f"{site}.role").unlink(missing_ok=True)
 
 
 def enrolled_sites(study: Study) -> dict[str, bytes]:
@@ -242,3 +259,21 @@ def enrolled_sites(study: Study) -> dict[str, bytes]:
     if not study.enrolled_dir.is_dir():
         return {}
     return {p.stem: read_public_key(p) for p in sorted(study.enrolled_dir.glob("*.pub"))}
+
+
+def enrolled_roles(study: Study) -> dict[str, str]:
+    """Each enrolled site's role, sorted by name; a site enrolled without one is refused, naming the command that sets it."""
+    roles = {}
+    for site in enrolled_sites(study):
+        path = study.enrolled_dir / f"{site}.role"
+        try:
+            role = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise StudyError(
+                f"{path}: missing; site '{site}' was enrolled without a role. Set it with "
+                f"`axilla-study --study {study.root} set-role {site} --role train|external`"
+            ) from None
+        if role not in SITE_ROLES:
+            raise StudyError(f"{path}: role {role[:20]!r}, expected one of {', '.join(SITE_ROLES)}")
+        roles[site] = role
+    return roles

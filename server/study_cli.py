@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from server.study import Study, StudyError, add_site, enrolled_sites, import_tls, init_study, issue_server_cert, remove_site
+from protocol.messages import SITE_ROLES
+from server.study import Study, StudyError, add_site, enrolled_roles, enrolled_sites, import_tls, init_study, issue_server_cert, remove_site, set_role
 
 
 def _instructions(study: Study, site: str, outbox: Path, superlink: str) -> str:
@@ -44,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     cert.add_argument("--host", action="append", default=[], help="a name or IP (repeatable)")
     add = sub.add_parser("add-site", help="enrol a hospital: issue its key pair, or take its public key")
     add.add_argument("site", help="the site's name (as in its site config)")
+    add.add_argument(
+        "--role", required=True, choices=SITE_ROLES,
+        help="train: trains the models; external: a test site that only evaluates. The server refuses a node claiming another",
+    )  # fmt: skip
     add.add_argument("--public-key", type=Path, help="the hospital's own OpenSSH EC public key (its private key never leaves it)")
     add.add_argument("--superlink", default="<coordinator-host>:9092", help="address printed in the hospital's command")
+    role = sub.add_parser("set-role", help="change an enrolled hospital's role (from the next run)")
+    role.add_argument("site")
+    role.add_argument("--role", required=True, choices=SITE_ROLES)
     rm = sub.add_parser("remove-site", help="withdraw a hospital (refused from the SuperLink's next start)")
     rm.add_argument("site")
     sub.add_parser("list", help="list enrolled sites")
@@ -65,14 +73,18 @@ def main(argv: list[str] | None = None) -> int:
             issue_server_cert(study, _with_loopback(args.host))
             print(f"reissued {study.server_cert}")
         elif args.command == "add-site":
-            outbox = add_site(study, args.site, args.public_key)
+            outbox = add_site(study, args.site, args.role, args.public_key)
             print(_instructions(study, args.site, outbox, args.superlink))
+        elif args.command == "set-role":
+            set_role(study, args.site, args.role)
+            print(f"{args.site} is now enrolled as {args.role}; the server holds its handshake to that from the next run")
         elif args.command == "remove-site":
             remove_site(study, args.site)
             print(f"withdrew {args.site}; the SuperLink refuses its key from its next start")
         else:
+            roles = enrolled_roles(study)
             for site, key in enrolled_sites(study).items():
-                print(f"{site}\t{key.decode()[:60]}...")
+                print(f"{site}\t{roles[site]}\t{key.decode()[:60]}...")
     except StudyError as err:
         print(f"axilla-study: {err}", file=sys.stderr)
         return 2

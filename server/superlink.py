@@ -187,7 +187,9 @@ def sync_enrolment(settings: SuperLinkSettings) -> dict[str, str]:
     if not enrolled:
         raise StudyError(f"no site is enrolled in {settings.study.root}; add them with `axilla-study add-site`")
     for site, entry in list(registered.items()):
-        if enrolled.get(site, b"").decode() != entry["key"] and entry["node_id"]:
+        if enrolled.get(site, b"").decode() != entry["key"]:
+            if not entry["node_id"]:
+                raise SuperLinkError(_lost_node_id(settings, site))
             answer = flwr_cli(settings, "supernode", "unregister", entry["node_id"])
             if not answer.get("success") and "not found" not in str(answer.get("error-message", "")).lower():
                 raise SuperLinkError(f"could not unregister withdrawn site '{site}': {answer.get('error-message')}")
@@ -203,4 +205,16 @@ def sync_enrolment(settings: SuperLinkSettings) -> dict[str, str]:
         else:
             raise SuperLinkError(f"could not register site '{site}': {answer.get('error-message')}")
     record_path.write_text(json.dumps(registered, indent=2), encoding="utf-8")
+    for site, entry in registered.items():
+        if not entry["node_id"]:  # the handshake binds a node's claim to its key through this id
+            raise SuperLinkError(_lost_node_id(settings, site))
     return {site: entry["node_id"] for site, entry in registered.items()}
+
+
+def _lost_node_id(settings: SuperLinkSettings, site: str) -> str:
+    """The error for a key the SuperLink holds under a node id this study no longer knows."""
+    return (
+        f"site '{site}': its key is registered in {settings.database} but {settings.study.root / 'state' / 'registered.json'} "
+        f"does not hold its node id, so its handshake cannot be checked against its enrolment; stop the server, remove "
+        f"{settings.database} and start again (every enrolled key is registered anew)"
+    )

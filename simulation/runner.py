@@ -26,6 +26,8 @@ def simulation_config(sites_dir: Path, overrides: Mapping[str, Any], runs_dir: P
     sites = discover_sites(sites_dir)
     if not sites:
         raise SimulationError(f"{sites_dir} holds no site folder (expected <dir>/<site>/site.yaml)")
+    if overrides.get("enrolment"):
+        raise SimulationError("run config 'enrolment' is set by axilla-server from a study's enrolled keys; a simulation has no study")
     mapping = RunConfig().to_mapping() | dict(overrides)
     mapping["sim-sites-dir"] = str(Path(sites_dir).resolve())
     mapping["expected-sites"] = len(sites)

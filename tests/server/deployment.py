@@ -64,12 +64,13 @@ class Deployment:
     def site_yaml(self, site: str) -> Path:
         return self.root / "sites" / site / "site.yaml"
 
-    def copy_site(self, site: str, like: str) -> Path:
-        """A new site folder whose config reads ``like``'s manifest (its own output folder)."""
+    def copy_site(self, site: str, like: str, claims: str | None = None, role: str | None = None) -> Path:
+        """A new site folder whose config reads ``like``'s manifest (its own output folder), naming itself ``claims`` (default ``site``)."""
         source = self.site_yaml(like)
         target = self.site_yaml(site)
         target.parent.mkdir()
-        target.write_text(source.read_text().replace(f"site: {like}", f"site: {site}").replace("manifest.csv", str(source.parent / "manifest.csv")))
+        text = source.read_text().replace(f"site: {like}", f"site: {claims or site}").replace("manifest.csv", str(source.parent / "manifest.csv"))
+        target.write_text(text if role is None else text.replace("role: train", f"role: {role}").replace("role: external", f"role: {role}"))
         return target
 
     def start_client(self, site: str, name: str | None = None, key: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -135,7 +136,8 @@ def study(tmp_path_factory: pytest.TempPathFactory, name: str, phantom: Path) ->
     # The coordinator's set-up, in-process (the same CLI code; the scenarios call the installed commands).
     assert study_main(["--study", str(root / "study"), "init"]) == 0
     for site in SITES:
-        assert study_main(["--study", str(root / "study"), "add-site", site]) == 0
+        role = "external" if site == "site_ext" else "train"
+        assert study_main(["--study", str(root / "study"), "add-site", site, "--role", role]) == 0
     port, internal = PORTS.take(2)
     dep = Deployment(root, Processes(root / "logs"), port, internal)
     try:

@@ -1,5 +1,6 @@
 """Deployment on loopback, the fault scenario: a site killed during a round comes back, a site sending NaN
-updates is rejected (helpers and conventions: ``tests/server/deployment.py``).
+updates is rejected, enrolled nodes claiming another site's name or a role they were not enrolled with are
+refused (helpers and conventions: ``tests/server/deployment.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 @dataclass
 class FaultRun:
-    """A run of 3 rounds in which site_b dies during round 1 and comes back, and site_nan sends NaN updates."""
+    """A run of 3 rounds in which site_b dies during round 1 and comes back, site_nan sends NaN updates, and two impostors connect.
+
+    site_imp (enrolled to train) claims to be site_a; site_obs (enrolled as external) claims to train.
+    """
 
     dep: Deployment
     run_dir: Path
@@ -49,12 +53,18 @@ class TestSiteFaults:
         """The faulty run, read by this class's tests."""
         with study(tmp_path_factory, "faults", tiny_phantom) as dep:
             dep.copy_site("site_nan", like="site_a")
-            cli("axilla-study", "--study", str(dep.study), "add-site", "site_nan")
+            cli("axilla-study", "--study", str(dep.study), "add-site", "site_nan", "--role", "train")
+            dep.copy_site("site_imp", like="site_a", claims="site_a")
+            cli("axilla-study", "--study", str(dep.study), "add-site", "site_imp", "--role", "train")
+            dep.copy_site("site_obs", like="site_b", role="train")
+            cli("axilla-study", "--study", str(dep.study), "add-site", "site_obs", "--role", "external")
             dep.start_server(
                 "server-faults", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "min-train-sites=1",
                 "--set", "num-rounds=3", "--set", "run-id=faults",
             )  # fmt: skip
             fault_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+            dep.start_client("site_imp")  # connects first: without the enrolment check the real site_a would be the duplicate
+            dep.start_client("site_obs")
             dep.start_client("site_nan", env={"PYTHONPATH": fault_path, "AXILLA_FAULT": "nan-update"})
             # site_a trains rounds 2 and 3 only once the gate is open, so round 3 starts after site_b is back.
             gate = dep.root / "site_b-is-back"
@@ -87,3 +97,16 @@ class TestSiteFaults:
         final = torch.load(run_dir / "checkpoints" / "final.pt")
         assert all(torch.isfinite(v.float()).all() for v in final.values())
         assert not math.isnan(next(r for r in report["classification"] if r["site"] == "site_ext")["auc"])
+
+    def test_nodes_claiming_another_sites_name_or_an_unenrolled_role_are_refused_and_named(self, faults: FaultRun) -> None:
+        dep, run_dir = faults.dep, faults.run_dir
+        registered = json.loads((dep.study / "state" / "registered.json").read_text())
+        imp, obs = registered["site_imp"]["node_id"], registered["site_obs"]["node_id"]
+        excluded = json.loads((run_dir / "config.json").read_text())["excluded"]
+        assert excluded[f"node-{imp}"] == f"node {imp} is enrolled as site 'site_imp' but claims to be site 'site_a'; refused"
+        assert excluded[f"node-{obs}"] == f"node {obs} (site 'site_obs') is enrolled with role 'external' but claims role 'train'; refused"
+        assert f"node {imp} is enrolled as site 'site_imp'" in dep.procs.log("server-faults")
+        trained = {m["site"] for m in metrics(run_dir) if m["split"] == "train" and m["status"] == "ok"}
+        assert "site_a" in trained and "site_obs" not in trained
+        sites = json.loads((run_dir / "config.json").read_text())["sites"]
+        assert sorted(s["name"] for s in sites) == ["site_a", "site_b", "site_ext", "site_nan"]
