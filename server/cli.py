@@ -9,6 +9,7 @@ from pathlib import Path
 
 from models.run_config import RunConfigError, load_run_config_file, parse_assignments
 from server.coordinator import CoordinatorError, run_experiment
+from server.gateway import MIB, GatewayLimits
 from server.study import Study, StudyError
 from server.superlink import SuperLinkError, SuperLinkSettings
 
@@ -32,13 +33,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories are written (default: ./runs)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last complete round")
     parser.add_argument("--app", type=Path, help="the axilla Flower App folder (default: this installation's source tree)")
+    limits = GatewayLimits()
+    gateway = parser.add_argument_group("the public gateway's limits")
+    gateway.add_argument("--max-body-mb", type=float, help="request body cap in MiB (default: twice the run's models, plus 4 MiB)")
+    gateway.add_argument(
+        "--request-timeout", type=float, default=limits.request_timeout,
+        help=f"seconds a hospital's request may take to arrive, headers and then body (default: {limits.request_timeout:.0f})",
+    )  # fmt: skip
+    gateway.add_argument(
+        "--upstream-timeout", type=float, default=limits.upstream_timeout,
+        help=f"seconds the gateway waits for the SuperLink per request (default: {limits.upstream_timeout:.0f})",
+    )  # fmt: skip
+    gateway.add_argument("--max-connections", type=int, default=limits.max_connections, help=f"connections served at once (default: {limits.max_connections})")
     args = parser.parse_args(argv)
+    try:
+        limits = GatewayLimits(
+            round(args.max_body_mb * MIB) if args.max_body_mb is not None else limits.max_body_bytes,
+            args.request_timeout, limits.upstream_connect_timeout, args.upstream_timeout, args.max_connections,
+        )  # fmt: skip
+    except ValueError as err:
+        parser.error(str(err))
     signal.signal(signal.SIGTERM, _terminate)
     try:
         overrides = load_run_config_file(args.run_config) if args.run_config else {}
         overrides |= parse_assignments(args.assignments)
-        settings = SuperLinkSettings(Study(args.study.resolve()), args.host, args.port, args.internal_port)
-        outcome = run_experiment(settings, overrides, args.runs_dir, args.resume, args.app)
+        settings = SuperLinkSettings(Study(args.study.resolve()), args.host, args.port, args.internal_port, limits)
+        cap = limits.max_body_bytes if args.max_body_mb is not None else None
+        outcome = run_experiment(settings, overrides, args.runs_dir, args.resume, args.app, cap)
     except (RunConfigError, StudyError, SuperLinkError, CoordinatorError) as err:
         print(f"axilla-server: {err}", file=sys.stderr)
         return 2

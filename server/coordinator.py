@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomli_w
 
 from models.run_config import RunConfig, Scalar
+from models.stages import plan_for
 from server.run_dir import new_run_id
 from server.superlink import CONNECTION, SuperLinkSettings, executable, flwr_env, start_superlink, stop_process, sync_enrolment
 from server.enrolment import Enrolled, write_enrolment
+from server.gateway import MIB
 from server.study import StudyError, enrolled_roles, enrolled_sites
 
 
@@ -54,6 +56,18 @@ def submission(overrides: dict[str, Scalar], runs_dir: Path, n_enrolled: int, re
     )
 
 
+def body_cap(cfg: RunConfig) -> int:
+    """The gateway's request body cap for a run: twice the bytes of all its models (every stage's), plus 4 MiB of framing.
+
+    No message of the run is larger: a message carries at most every model of the plan once
+    (Flower sends it as several requests, one object each).
+    """
+    from models.task import build_network  # torch and MONAI: only for a submission
+
+    tensors = (t for stage in plan_for(cfg).stages for t in build_network(stage.cfg).state_dict().values())
+    return 2 * sum(t.numel() * t.element_size() for t in tensors) + 4 * MIB
+
+
 def write_run_config(cfg: RunConfig, path: Path) -> Path:
     """The submission as a TOML file for ``flwr run --run-config``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,14 +92,19 @@ def run_experiment(
     runs_dir: Path,
     resume: Path | None = None,
     app: Path | None = None,
+    max_body_bytes: int | None = None,
 ) -> Outcome:
-    """Start the SuperLink, enrol the study's sites, submit the experiment, follow its log, stop the SuperLink."""
+    """Start the SuperLink, enrol the study's sites, submit the experiment, follow its log, stop the SuperLink.
+
+    The gateway's body cap is ``max_body_bytes``, or else sized to the run (``body_cap``).
+    """
     sites = enrolled_sites(settings.study)
     if not sites:
         raise StudyError(f"no site is enrolled in {settings.study.root}; add them with `axilla-study add-site`")
     roles = enrolled_roles(settings.study)
     cfg = submission(overrides, runs_dir, len(sites), resume)
     app = app or app_dir()
+    settings = replace(settings, gateway=replace(settings.gateway, max_body_bytes=max_body_bytes or body_cap(cfg)))
     processes = start_superlink(settings)
     try:
         node_ids = sync_enrolment(settings)
@@ -94,7 +113,8 @@ def run_experiment(
         )
         cfg = cfg.replace(enrolment=str(enrolment.resolve()))
         config_file = write_run_config(cfg, settings.study.root / "state" / "submissions" / f"{cfg.run_id}.toml")
-        print(f"SuperLink serving hospitals on {settings.host}:{settings.port} (Fleet API only); enrolled sites: {', '.join(sorted(node_ids))}", flush=True)
+        print(f"SuperLink serving hospitals on {settings.host}:{settings.port} (Fleet API only, body cap {settings.gateway.max_body_bytes / MIB:.1f} MiB); "
+              f"enrolled sites: {', '.join(sorted(node_ids))}", flush=True)
         print(f"submitting run {cfg.run_id} (run config: {config_file})", flush=True)
         cmd = [executable("flwr"), "run", str(app), CONNECTION, "--run-config", str(config_file), "--stream"]
         done = subprocess.run(cmd, env=flwr_env(settings), check=False)

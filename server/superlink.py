@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.gateway import GatewayLimits
 from server.study import Study, StudyError, enrolled_sites
 
 CONNECTION = "study"  # the SuperLink connection's name in the study's Flower config
@@ -41,6 +42,7 @@ class SuperLinkSettings:
     host: str = "0.0.0.0"
     port: int = 9092  # public: the Fleet-only gateway hospitals connect to
     internal_port: int = 9093  # loopback: the SuperLink itself (Fleet, Control and Runtime APIs)
+    gateway: GatewayLimits = field(default_factory=GatewayLimits)  # the public gateway's limits (axilla-server sizes the body cap)
 
     @property
     def database(self) -> Path:
@@ -104,6 +106,8 @@ def gateway_command(settings: SuperLinkSettings) -> list[str]:
         "--host", settings.host, "--port", str(settings.port),
         "--upstream", f"https://127.0.0.1:{settings.internal_port}",
         "--ca-cert", str(study.ca_cert), "--cert", str(study.server_cert), "--key", str(study.server_key),
+        "--max-body-bytes", str(settings.gateway.max_body_bytes), "--request-timeout", str(settings.gateway.request_timeout),
+        "--upstream-timeout", str(settings.gateway.upstream_timeout), "--max-connections", str(settings.gateway.max_connections),
     ]  # fmt: skip
 
 
