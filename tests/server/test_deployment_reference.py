@@ -1,12 +1,14 @@
-"""Deployment on loopback, the reference scenario: a TLS-authenticated run with an intruder and foreign
-certificates, the privacy audit of every reply, a crashed coordinator that resumes, a withdrawn site
-and a clean stop (helpers and conventions: ``tests/server/deployment.py``).
+"""Deployment on loopback, the reference scenario: a TLS-authenticated run with an intruder, foreign
+certificates and abusive requests at the gateway, the privacy audit of every reply, a crashed
+coordinator that resumes, a withdrawn site and a clean stop (helpers and conventions:
+``tests/server/deployment.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -79,8 +81,21 @@ def _probe_without_the_study_certificate(dep: Deployment) -> dict[str, object]:
     except Exception as err:  # noqa: BLE001
         probes["plain-http"] = err
     probes["control"] = httpx.post(f"https://127.0.0.1:{dep.port}/v1/control/ListNodes", verify=str(dep.study / "ca.crt"), timeout=10).status_code
+    _probe_the_gateways_limits(dep, probes)
     wait_until(lambda: dep.procs.started["wrong-ca"].poll() is not None, START_TIMEOUT, "the wrong-CA SuperNode to give up")
     return probes
+
+
+def _probe_the_gateways_limits(dep: Deployment, probes: dict[str, object]) -> None:
+    """With the study's certificate: a body one byte over the cap the coordinator gave the gateway, and a body that never completes."""
+    cap = int(re.search(r"body cap (\d+) bytes", (dep.study / "state" / "superlink.log").read_text())[1])
+    probes["cap"] = cap
+    oversized = httpx.post(f"https://127.0.0.1:{dep.port}/v1/fleet/push-object", content=b"\0" * (cap + 1), verify=str(dep.study / "ca.crt"), timeout=60)
+    probes["oversized"] = oversized.status_code
+    context = ssl.create_default_context(cafile=str(dep.study / "ca.crt"))
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", dep.port), timeout=120), server_hostname="localhost") as conn:
+        conn.sendall(b"POST /v1/fleet/push-object HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n" + b"\0" * 10)
+        probes["never-completes"] = conn.recv(64).split(b"\r\n")[0].decode()  # waits for the gateway's answer (or a close)
 
 
 class TestReferenceStudy:
@@ -97,7 +112,9 @@ class TestReferenceStudy:
             # An intruder: a valid site config and a key pair, but the key was never enrolled.
             cli("axilla-client", "--generate-key", str(dep.root / "intruder.key"))
             dep.copy_site("intruder", like="site_ext")
-            dep.start_server("server", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=reference", wait=False)
+            dep.start_server(
+                "server", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=reference", "--request-timeout", "10", wait=False
+            )  # fmt: skip
             twin.start_server("server-killed", "--run-config", str(QUICK), "--set", ROUND_TIMEOUT, "--set", "run-id=interrupted", wait=False)
             dep.wait_serving("server")
             twin.wait_serving("server-killed")
@@ -140,6 +157,11 @@ class TestReferenceStudy:
         assert isinstance(runs.probes["plain-http"], httpx.HTTPError), runs.probes["plain-http"]
         # With the study CA the public port answers the Fleet API only: the Control API is not exposed.
         assert runs.probes["control"] == 403
+        # Abuse at the gateway is refused while the run goes on: a body over the cap sized to the run's
+        # models (twice the quick classifier's 1.2 MB, plus 4 MiB), and a body that never completes.
+        assert 4 * 2**20 < runs.probes["cap"] < 8 * 2**20  # type: ignore[operator]
+        assert runs.probes["oversized"] == 413
+        assert runs.probes["never-completes"] == "HTTP/1.1 408 Request Timeout"
         log = dep.procs.log("wrong-ca").lower()
         assert dep.procs.started["wrong-ca"].returncode != 0 and "certificate verify failed" in log, log[-3000:]
 
