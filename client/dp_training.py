@@ -5,7 +5,10 @@ handles every network the project offers (MONAI's in-place residual sums and tra
 convolutions included) once it is DP-compatible (``models/dp_compat.py``: no BatchNorm). Clipping,
 noise and the step are Opacus's ``DPOptimizer``; batches are drawn by Opacus's
 ``UniformWithReplacementSampler`` (each case independently with probability ``sample_rate``, an
-empty batch still takes a noisy step). The noise multiplier of each round is the smallest that
+empty batch still takes a noisy step). The sampled batch (run config ``dp-batch-size`` cases
+expected: DP-SGD learns from few, large, less noisy steps) is computed in chunks of the site's
+``compute.batch_size``, which bounds memory; its chunks' clipped gradients are summed before the
+one noisy step (Opacus's virtual steps). The noise multiplier of each round is the smallest that
 keeps the run's model within ``privacy.dp.target_epsilon`` after the rounds still planned
 (``total_rounds`` of the run), given what the site's ledger already holds for it, so a resumed or
 repeated round is paid for. A round that would pass the run's or the lifetime budget is refused
@@ -28,7 +31,6 @@ from client.training import TrainStats
 from models.task import Task
 
 SIGMA_MAX = 1e3  # above this the model learns nothing; a budget needing more is refused
-TOLERANCE = 1e-6  # relative slack on the budget (floating point)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class DPRound:
     lifetime_after: float  # every training the site did, after it
 
 
-def round_settings(dp: DPConfig, n_train: int, batch_size: int, epochs: int, remaining_rounds: int, spent: list[Spend], lifetime: list[Spend], run: str, model: str, server_round: int) -> DPRound:
+def round_settings(dp: DPConfig, n_train: int, dp_batch_size: int, epochs: int, remaining_rounds: int, spent: list[Spend], lifetime: list[Spend], run: str, model: str, server_round: int) -> DPRound:
     """The smallest noise for this round so that it and the ``remaining_rounds - 1`` after it fit the run's budget and the lifetime one.
 
     ``spent``: the ledger's trainings of this run's ``model``; ``lifetime``: all of the site's.
@@ -53,7 +55,7 @@ def round_settings(dp: DPConfig, n_train: int, batch_size: int, epochs: int, rem
     """
     if n_train < 1:
         raise SiteDataError.public_fact("DP-SGD needs at least one training case")
-    rate = min(1.0, batch_size / n_train)
+    rate = min(1.0, dp_batch_size / n_train)
     steps = epochs * max(1, int(1 / rate))
     rounds = max(1, remaining_rounds)
     before = epsilon(spent, dp.delta)
@@ -84,7 +86,7 @@ def _smallest_sigma(history: list[Spend], rate: float, steps: int, rounds: int, 
     Searched with integer Renyi orders (fast); the epsilon the ledger reports uses Opacus's
     default orders, a superset at which the bound is the same or tighter, so it stays within budget.
     """
-    limit = budget * (1 + TOLERANCE)
+    limit = budget  # the bisection returns a noise that fits, so the reported epsilon never passes the budget
     past = rdp(history, SEARCH_ORDERS)
 
     def fits(sigma: float) -> bool:
@@ -125,7 +127,10 @@ def train_epochs_dp(
     seed: int,
     proximal_mu: float = 0.0,
 ) -> TrainStats:
-    """``settings.steps`` DP-SGD steps on Poisson batches of ``loader``'s dataset; FedProx's term (data-free) is added after the noise."""
+    """``settings.steps`` DP-SGD steps on Poisson batches of ``loader``'s dataset, each computed in chunks of ``loader.batch_size``.
+
+    FedProx's term (data-free) is added after the noise.
+    """
     from opacus.optimizers import DPOptimizer  # noqa: PLC0415
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler  # noqa: PLC0415
 
@@ -140,20 +145,27 @@ def train_epochs_dp(
     )  # fmt: skip
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    physical = max(1, loader.batch_size or 1)
     total, count, steps = 0.0, 0, 0
     for indices in sampler:
         dp_optimizer.zero_grad(set_to_none=True)
-        if indices:
-            batch = {k: v.to(device) for k, v in loader.collate_fn([dataset[i] for i in indices]).items()}  # type: ignore[misc]
-            grads, losses = per_case_gradients(model, task, batch)
-            for name, p in trainable.items():
-                p.grad_sample = grads[name]
-            total += float(losses.sum())
-            count += len(indices)
-        else:
-            for p in trainable.values():
-                p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
-        if dp_optimizer.pre_step():  # clip each case, sum, add noise, scale: p.grad
+        chunks = [indices[i : i + physical] for i in range(0, len(indices), physical)] or [indices]
+        for j, chunk in enumerate(chunks):
+            if len(chunk):
+                batch = {k: v.to(device) for k, v in loader.collate_fn([dataset[i] for i in chunk]).items()}  # type: ignore[misc]
+                grads, losses = per_case_gradients(model, task, batch)
+                for name, p in trainable.items():
+                    p.grad_sample = grads[name]
+                total += float(losses.sum())
+                count += len(chunk)
+            else:  # an empty Poisson batch still takes its noisy step
+                for p in trainable.values():
+                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            if j < len(chunks) - 1:
+                dp_optimizer.signal_skip_step(do_skip=True)
+                dp_optimizer.pre_step()  # clip this chunk's cases and add them to the batch's sum
+                dp_optimizer.zero_grad(set_to_none=True)  # keeps the sum
+        if dp_optimizer.pre_step():  # clip the last chunk, sum, add noise, scale: p.grad
             if proximal_mu > 0:
                 with torch.no_grad():
                     for p, a in zip(model.parameters(), anchor):

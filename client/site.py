@@ -133,7 +133,7 @@ def _train_round_dp(
     with ledger.locked():
         entries = ledger.entries()
         settings = round_settings(
-            dp, len(data.splits["train"]), config.compute.batch_size, cfg.local_epochs, remaining,
+            dp, len(data.splits["train"]), cfg.dp_batch_size, cfg.local_epochs, remaining,
             of_model(entries, run, model_name), entries, run, model_name, server_round,
         )  # fmt: skip
         stats = train_epochs_dp(model, loader, task, optimizer, settings, device, seed, proximal_mu)

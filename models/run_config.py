@@ -38,6 +38,7 @@ class RunConfig:
     grad_cam_cases: int = 4
     pretrained_weights: str = ""
     model_variant: str = "auto"
+    dp_batch_size: int = 256  # expected cases per DP-SGD step at a DP site (Poisson rate: this / training cases, at most 1)
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
     max_update_norm_ratio: float = 10.0
@@ -78,7 +79,7 @@ class RunConfig:
             value = getattr(self, key.replace("-", "_"))
             if value not in allowed:
                 raise RunConfigError(f"run config '{key}' = {value!r}: expected one of {', '.join(allowed)}")
-        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites"):
+        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites", "dp_batch_size"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
         if self.validate_every < 0:

@@ -108,13 +108,13 @@ def test_noise_fits_the_remaining_rounds_to_the_budget_and_a_spent_budget_is_ref
 def test_a_dp_site_trains_within_budget_records_its_spend_and_reports_the_figures(tmp_path: Path) -> None:
     site = make_site(tmp_path, "alpha", n=24, extra_yaml=DP)
     config = load_site_config(site)
-    cfg = RunConfig(image_size=32, num_rounds=2, local_epochs=1, run_id="dp-run", model_variant="dp-compatible")
+    cfg = RunConfig(image_size=32, num_rounds=2, local_epochs=1, run_id="dp-run", model_variant="dp-compatible", dp_batch_size=6)
     data = load_site_data(config, 32)
     state = build_network(cfg).state_dict()
     for server_round in (1, 2):
         state, metrics = train_round(data, state, cfg, server_round, total_rounds=2)
         assert metrics["dp_epsilon"] <= 3.0 * (1 + 1e-6) and metrics["dp_noise_multiplier"] > 0
-        assert metrics["dp_sample_rate"] == pytest.approx(8 / len(data.splits["train"]))
+        assert metrics["dp_sample_rate"] == pytest.approx(6 / len(data.splits["train"]))
     assert 2.7 <= metrics["dp_epsilon"] <= 3.0
     entries = PrivacyLedger(config.output_dir).entries()
     assert [(e.run, e.model, e.server_round) for e in entries] == [("dp-run", "federated", 1), ("dp-run", "federated", 2)]
@@ -124,6 +124,27 @@ def test_a_dp_site_trains_within_budget_records_its_spend_and_reports_the_figure
     assert "/" not in refused.value.public and "3" in refused.value.public
     with pytest.raises(SiteDataError, match="dp-compatible"):
         train_round(data, state, cfg.replace(model_variant="standard"), 1, total_rounds=2)
+
+
+def test_a_sampled_batch_computed_in_chunks_of_the_sites_batch_size_takes_the_same_step_as_in_one(tmp_path: Path) -> None:
+    """Memory is bounded by compute.batch_size; the DP-SGD step is that of the whole sampled batch (clipped per case, one noise)."""
+    from client.dp_training import DPRound, train_epochs_dp
+
+    data = load_site_data(load_site_config(make_site(tmp_path, "alpha", n=30, extra_yaml=DP)), 32)
+    cfg = BASE.replace(image_size=32)
+    settings = DPRound(noise_multiplier=0.0, sample_rate=0.9, steps=2, max_grad_norm=0.5, delta=1e-5, epsilon_before=0, epsilon_after=0, lifetime_after=0)
+    finals = []
+    for physical in (3, 64):  # several chunks per sampled batch, then all of it at once
+        model = build_network(cfg)
+        model.load_state_dict(build_network(cfg.replace(seed=0)).state_dict())
+        loader = data.loader("train", train=False)
+        loader = torch.utils.data.DataLoader(loader.dataset, batch_size=physical, collate_fn=loader.collate_fn)
+        stats = train_epochs_dp(model, loader, task_for(cfg), torch.optim.SGD(model.parameters(), lr=0.5), settings, torch.device("cpu"), seed=5)
+        assert stats.steps == 2
+        finals.append([p.detach().clone() for p in model.parameters()])
+    for chunked, whole in zip(*finals):
+        torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(finals[0], build_network(cfg).parameters()))  # it did train
 
 
 def test_the_run_uses_the_dp_compatible_variant_when_a_training_site_requires_dp() -> None:
