@@ -9,7 +9,7 @@ install: .venv/.installed
 demo: .venv/.installed
 	.venv/bin/axilla-simulate
 
-# The suite on 4 pytest-xdist workers (2 cores). --dist loadfile keeps each test module on one
+# The suite on 3 pytest-xdist workers (2 cores). --dist loadfile keeps each test module on one
 # worker, so module and class fixtures are built once. The plugin in tests/server/processes.py puts
 # the longest modules first (the two deployment scenarios, mostly waiting on Flower's polls, and
 # the federations), and --no-loadscope-reorder keeps that order (xdist would otherwise hand out the
@@ -17,7 +17,7 @@ demo: .venv/.installed
 # thread: the workers plus the deployment's site processes on 2 cores, each spinning up a thread per
 # core, slowed the simulation tests about 8x (a Ray federation of 30 s took 260 s, and over 600 s on CI).
 test: .venv/.installed
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -q -p tests.server.processes -n 4 --dist loadfile --no-loadscope-reorder --durations=25
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -q -p tests.server.processes -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 clean:
 	rm -rf runs phantom site_output .pytest_cache

@@ -128,6 +128,14 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
     new_state, metrics = train_round(
         data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset, message.total_rounds, message.model,
     )  # fmt: skip
+    if message.run.central_dp == "client-clipping":  # central DP: the update leaves this site clipped
+        import torch
+
+        from strategies.central_dp import clip_update
+
+        received = {k: v.numpy() for k, v in state.items()}
+        clipped = clip_update({k: v.numpy() for k, v in new_state.items()}, received, message.run.central_dp_clipping_norm)
+        new_state = {k: torch.from_numpy(v) for k, v in clipped.items()}
     return TrainReply(pack(ArrayRecord(new_state)), metrics).to_content()
 
 

@@ -1,8 +1,11 @@
-"""The report's differential-privacy section: per model and site, what DP-SGD spent, enough to recompute epsilon.
+"""The report's differential-privacy section: per model and site, what DP-SGD spent, enough to recompute epsilon;
+per model, what central DP (``central-dp``) guarantees.
 
 Read from the training rows of ``metrics.jsonl`` (each DP-SGD round's ``dp_*`` metrics). Every
 round's noise multiplier, sample rate and step count is listed, so a reviewer can feed them to
 Opacus's RDP accountant (``RDPAccountant.history``) and get the same epsilon at the same delta.
+Central DP's releases are the rounds a model aggregated (a training row ``ok``), over the sites
+it trains at (every training row's site), with the run config's noise and clipping.
 """
 
 from __future__ import annotations
@@ -33,6 +36,29 @@ def privacy_rows(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def central_rows(run: dict[str, Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per model trained under central DP: its mechanism, settings, releases, epsilon and guarantee."""
+    if run.get("central-dp", "off") == "off":
+        return []
+    from models.run_config import RunConfig  # noqa: PLC0415
+    from strategies.central_dp import CentralDP  # noqa: PLC0415 (Flower's accountant: only for such runs)
+
+    cfg = RunConfig.from_mapping(run)
+    sites: dict[str, set[str]] = {}
+    releases: dict[str, set[Any]] = {}
+    for line in lines:
+        if line.get("split") == "train" and line.get("round") != "final":
+            sites.setdefault(line["model"], set()).add(line["site"])
+            if line.get("status") == "ok":
+                releases.setdefault(line["model"], set()).add(line["round"])
+    out = []
+    for model in sorted(sites):
+        central = CentralDP.of(cfg, len(sites[model]))
+        assert central is not None
+        out.append({"model": model, **central.describe(len(releases.get(model, ())))})
+    return out
+
+
 def privacy_markdown(report: dict[str, Any]) -> list[str]:
     """The report's DP section in Markdown (nothing when no site trained with DP-SGD)."""
     rows = report.get("privacy", [])
@@ -40,6 +66,19 @@ def privacy_markdown(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if variant:
         out += ["", f"Network variant: {variant} ({report['run'].get('model_variant_why', '')})."]
+    central = report.get("central_dp", [])
+    if central:
+        out += [
+            "", "## Central differential privacy", "", f"Mechanism: {central[0]['mechanism']}; accountant: {central[0]['accountant']}.", "",
+            "| model | epsilon | delta | rounds released | sites per round | noise multiplier | clipping norm | noise std |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]  # fmt: skip
+        out += [
+            f"| {c['model']} | {c['epsilon']:.3f} | {c['delta']:g} | {c['releases']} | {c['sites_per_round']} | {c['noise_multiplier']:g} | "
+            f"{c['clipping_norm']:g} | {c['noise_std']:.4g} |"
+            for c in central
+        ]
+        out += ["", f"Guarantee ({central[0]['model']}): {central[0]['guarantee']}."]
     if not rows:
         return out
     out += [

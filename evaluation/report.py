@@ -9,7 +9,7 @@ from typing import Any
 from evaluation.figures import report_figures
 from evaluation.html import render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
-from evaluation.privacy_report import privacy_markdown, privacy_rows
+from evaluation.privacy_report import central_rows, privacy_markdown, privacy_rows
 from evaluation.proportions import proportion_cis
 
 SCHEMA = "axilla.report/1"
@@ -68,6 +68,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     privacy = privacy_rows(lines)
     if privacy:
         report["privacy"] = privacy
+    central = central_rows(run, lines)
+    if central:
+        report["central_dp"] = central
     missing = [
         {k: line[k] for k in ("round", "model", "site", "split", "reason")} for line in lines if line["status"] == "missing"
     ]

@@ -40,6 +40,11 @@ class RunConfig:
     model_variant: str = "auto"
     dp_batch_size: int = 256  # expected cases per DP-SGD step at a DP site (Poisson rate: this / training cases, at most 1)
     strategy: str = "fedavg"
+    central_dp: str = "off"  # off | server-clipping | client-clipping (strategies/central_dp.py)
+    central_dp_noise_multiplier: float = 1.0
+    central_dp_clipping_norm: float = 1.0
+    central_dp_delta: float = 1e-5
+    central_dp_max_epsilon: float = 0.0  # 0: no cap; else a schedule that would pass it is refused before training
     proximal_mu: float = 0.01
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
@@ -74,6 +79,7 @@ class RunConfig:
             "seg-fusion": FUSION_RULES,
             "lesion-crop": ("none", "mask", "predicted"),
             "model-variant": ("auto", "standard", "dp-compatible"),
+            "central-dp": ("off", "server-clipping", "client-clipping"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
@@ -88,6 +94,10 @@ class RunConfig:
             raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
         if self.crop_margin < 0 or self.grad_cam_cases < 0:
             raise RunConfigError("run config 'crop-margin' and 'grad-cam-cases' must be >= 0")
+        if not (self.central_dp_noise_multiplier > 0 and self.central_dp_clipping_norm > 0 and 0 < self.central_dp_delta < 1):
+            raise RunConfigError("run config 'central-dp-noise-multiplier' and 'central-dp-clipping-norm' must be > 0, 'central-dp-delta' in (0, 1)")
+        if self.central_dp_max_epsilon < 0:
+            raise RunConfigError(f"run config 'central-dp-max-epsilon' must be >= 0 (0: no cap), got {self.central_dp_max_epsilon}")
         if not 0.0 <= self.seg_loss_weight <= 1.0:
             raise RunConfigError(f"run config 'seg-loss-weight' must lie in [0, 1], got {self.seg_loss_weight}")
         for name in (self.segmenter, *self.segmenter_list):

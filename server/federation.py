@@ -27,6 +27,7 @@ from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
 from server.run_dir import RunDirectory, new_run_id
+from strategies.central_dp import CentralDP, CentralDPError
 from strategies.site_aware import build_strategy
 from strategies.sites import NodeSite, TooFewSitesError, wait_for_nodes
 
@@ -69,6 +70,8 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         run_dir.note_resume(start.completed_rounds, list(sites.values()), excluded)
     try:
         run_plan(grid, plan, sites, run_dir, excluded, start, explain=True)
+    except CentralDPError as err:
+        raise FederationError(str(err)) from err
     except TooFewSitesError as err:
         last = run_dir.write_stopped(str(err))
         after = (
@@ -191,10 +194,13 @@ def _train(
         initial = resumed
     if done >= cfg.num_rounds:
         return initial
+    central = CentralDP.of(cfg, n_train)
+    if central is not None:
+        central.check_schedule(total_rounds)  # before any round: a schedule past central-dp-max-epsilon is refused
     delivery = courier.delivery(cfg, {name: models[name] for name in stage.crop_with})
     strategy = build_strategy(
         cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu, cfg.max_update_norm_ratio, cfg.round_timeout,
-        stage.offset + done, cfg.validate_every, delivery,
+        stage.offset + done, cfg.validate_every, delivery, central,
     )  # fmt: skip
     result = strategy.start(
         grid=grid,

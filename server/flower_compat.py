@@ -40,6 +40,10 @@ FLOWER_CONTRACT: dict[str, tuple[str, ...]] = {
     "flwr.app:Context": ("run_id", "node_id", "node_config", "state", "run_config"),
     "flwr.common:log": ("level", "msg"),
     "flwr.supercore.task_identity:TaskIdentity": (),
+    # Central DP's accounting (strategies/central_dp.py): public since Flower 1.42, with the ``dp`` extra.
+    "flwr.serverapp:RdpAccountant": ("config",),
+    "flwr.serverapp:PrivacyConfig": ("target_delta", "population_size", "neighboring_relation", "sampling_method"),
+    "flwr.serverapp:GaussianPrivacyEvent": ("noise_multiplier", "sample_size", "population_size"),
 }
 
 

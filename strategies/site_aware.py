@@ -15,8 +15,9 @@ from protocol.messages import ARRAYS, CONFIG
 from protocol.metrics import NUM_EXAMPLES
 from protocol.packing import Layout, PackingError, layout_of, pack, unpack
 from server.flower_compat import aggregate_metric_records
+from strategies.central_dp import CentralDP
 from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
-from strategies.update_checks import check_arrays, norm_outliers, update_norm
+from strategies.update_checks import check_arrays, norm_outliers, numpy_arrays, update_norm
 
 logger = logging.getLogger("axilla.server")
 
@@ -62,11 +63,15 @@ class SiteAwareMixin:
       (and the sites' per-round seeds and learning rates) where the checkpoint left it;
     - every reply is handed to the observer under its site's name, and absent sites are named;
     - ``extras`` adds the stage's records (run config, models the site must hold) to every
-      training and evaluation message, and hears which nodes answered.
+      training and evaluation message, and hears which nodes answered;
+    - with ``central`` (run config ``central-dp``), the aggregate is DP-FedAvg's noisy uniform
+      mean of clipped updates instead of the case-weighted mean (``strategies/central_dp.py``),
+      and with client clipping an update above the clipping norm is rejected.
     """
 
     sites: dict[int, NodeSite]
     observer: RoundObserver | None
+    central: CentralDP | None = None
 
     def _init_sites(
         self,
@@ -174,6 +179,10 @@ class SiteAwareMixin:
         arrays, metrics = super().aggregate_train(server_round, _shared_metrics_only(accepted))  # type: ignore[misc]
         if arrays is not None and self._template is not None:
             arrays = restore_dtypes(unpack(arrays, self._layout), self._template)
+            if self.central is not None:
+                updates = [numpy_arrays(unpack(next(iter(r.content.array_records.values())), self._layout)) for r in accepted]
+                noisy = self.central.aggregate(updates, numpy_arrays(self._template))
+                arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
@@ -211,6 +220,8 @@ class SiteAwareMixin:
                     reason = check_arrays(update, self._template)
                 except PackingError as err:
                     reason = str(err)
+            if reason is None and update is not None and self.central is not None:
+                reason = self.central.over_norm(numpy_arrays(update), numpy_arrays(self._template))
             if reason is None and update is not None:
                 norms[node] = update_norm(update, self._template)
             else:
@@ -308,15 +319,20 @@ def build_strategy(
     round_offset: int = 0,
     validate_every: int = 1,
     extras: Extras | None = None,
+    central: CentralDP | None = None,
 ) -> SiteFedAvg:
-    """The run config's strategy by name."""
+    """The run config's strategy by name, with central DP when ``central`` is given."""
+    strategy: SiteFedAvg
     if name == "fedprox":
-        return SiteFedProx(
+        strategy = SiteFedProx(
             sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
         )
-    if name == "fedavg":
-        return SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
-    raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
+    elif name == "fedavg":
+        strategy = SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
+    else:
+        raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
+    strategy.central = central
+    return strategy
 
 
 def _shared_metrics_only(replies: list[Message]) -> list[Message]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord
@@ -25,14 +26,24 @@ def check_arrays(update: ArrayRecord, template: ArrayRecord) -> str | None:
     return None
 
 
+def float_keys(reference: Mapping[str, np.ndarray]) -> list[str]:
+    """The names of a model's floating-point arrays (what training changes and DP clips)."""
+    return [k for k, v in reference.items() if np.issubdtype(v.dtype, np.floating)]
+
+
+def change_norm(update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
+    """L2 norm of the floating-point change from ``reference``."""
+    return float(np.sqrt(sum(np.sum((update[k].astype(np.float64) - reference[k].astype(np.float64)) ** 2) for k in float_keys(reference))))
+
+
+def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """An ArrayRecord's arrays by name, as numpy."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
 def update_norm(update: ArrayRecord, template: ArrayRecord) -> float:
     """L2 norm of the update's floating-point change from the global model."""
-    total = 0.0
-    for key, reference in template.items():
-        ref = reference.numpy()
-        if np.issubdtype(ref.dtype, np.floating):
-            total += float(np.sum((update[key].numpy().astype(np.float64) - ref.astype(np.float64)) ** 2))
-    return total**0.5
+    return change_norm(numpy_arrays(update), numpy_arrays(template))
 
 
 def norm_outliers(norms: dict[str, float], ratio: float) -> dict[str, str]:

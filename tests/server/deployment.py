@@ -73,8 +73,14 @@ class Deployment:
         target.write_text(text if role is None else text.replace("role: train", f"role: {role}").replace("role: external", f"role: {role}"))
         return target
 
-    def start_client(self, site: str, name: str | None = None, key: Path | None = None, env: dict[str, str] | None = None) -> str:
-        """What a hospital runs: ``axilla-client --site ... --superlink ... --root-certificates ... --auth-key ...``."""
+    def start_client(
+        self, site: str, name: str | None = None, key: Path | None = None, env: dict[str, str] | None = None, light: bool = False
+    ) -> str:
+        """What a hospital runs: ``axilla-client --site ... --superlink ... --root-certificates ... --auth-key ...``.
+
+        ``light``: without the site worker and the ClientApp launcher (``--no-worker --no-launcher``),
+        for nodes that only connect or shake hands (intruders, impostors): two fewer processes to start.
+        """
         name = name or site
         if site not in self.local_ports:
             self.local_ports[site] = PORTS.take()[0]
@@ -85,6 +91,7 @@ class Deployment:
                 str(BIN / "axilla-client"), "--site", str(self.site_yaml(site)), "--superlink", f"127.0.0.1:{self.port}",
                 "--root-certificates", str(self.study / "ca.crt"),
                 "--auth-key", str(key), "--local-port", str(self.local_ports[site]),
+                *(("--no-worker", "--no-launcher") if light else ()),
             ],
             env,
         )  # fmt: skip

@@ -205,9 +205,9 @@ def pytest_collection_modifyitems(items: list) -> None:  # type: ignore[type-arg
 # By the durations ``make test`` prints (2-core machine), longest first.
 LONGEST = (
     "tests/server/test_deployment_reference.py",
-    "tests/server/test_deployment_faults.py",
     "tests/simulation/test_federation.py",
-    "tests/simulation/test_segmentation.py",
-    "tests/server/test_federation.py",
+    "tests/server/test_deployment_faults.py",
     "tests/server/test_pipeline.py",
+    "tests/server/test_federation.py",
+    "tests/simulation/test_segmentation.py",
 )

@@ -63,8 +63,8 @@ class TestSiteFaults:
                 "--set", "num-rounds=3", "--set", "run-id=faults",
             )  # fmt: skip
             fault_path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
-            dep.start_client("site_imp")  # connects first: without the enrolment check the real site_a would be the duplicate
-            dep.start_client("site_obs")
+            dep.start_client("site_imp", light=True)  # connects first: without the enrolment check the real site_a would be the duplicate
+            dep.start_client("site_obs", light=True)
             dep.start_client("site_nan", env={"PYTHONPATH": fault_path, "AXILLA_FAULT": "nan-update"})
             # site_a trains rounds 2 and 3 only once the gate is open, so round 3 starts after site_b is back.
             gate = dep.root / "site_b-is-back"

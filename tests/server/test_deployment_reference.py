@@ -121,7 +121,7 @@ class TestReferenceStudy:
             for site in SITES:
                 dep.start_client(site)
                 twin.start_client(site)
-            dep.start_client("intruder", key=dep.root / "intruder.key")
+            dep.start_client("intruder", key=dep.root / "intruder.key", light=True)
             probes = _probe_without_the_study_certificate(dep)
             crashed_dir = twin.root / "runs" / "interrupted"
             wait_until(lambda: (crashed_dir / "checkpoints" / "round-001.pt").exists(), SERVER_TIMEOUT, "round 1 of the run to be killed")

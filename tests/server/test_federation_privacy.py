@@ -57,3 +57,25 @@ def test_pretrained_weights_are_read_by_the_server_only_and_sent_as_round_0(tmp_
     with pytest.raises(FileNotFoundError):
         build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt")), pretrained=True)
     assert build_network(RunConfig(pretrained_weights=str(tmp_path / "absent.pt"))) is not None  # a site's build never looks
+
+
+def test_central_dp_clips_at_the_sites_adds_the_servers_noise_and_the_report_states_the_guarantee(tmp_path: Path) -> None:
+    from server.federation import FederationError
+    from strategies.central_dp import CentralDP
+
+    sites = [make_site(tmp_path, "a", n=16, seed=1), make_site(tmp_path, "b", n=16, seed=2), make_site(tmp_path, "ext", role="external", n=12, seed=3)]
+    cfg = _cfg(tmp_path, central_dp="client-clipping", central_dp_noise_multiplier=0.8, central_dp_clipping_norm=0.5, validate_every=0)
+    run_dir = run_federation(LoopbackGrid(sites), cfg)  # type: ignore[arg-type]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert "missing" not in report  # every site clipped its update to the norm, so none was refused
+    (central,) = report["central_dp"]
+    assert (central["model"], central["releases"], central["sites_per_round"], central["mode"]) == ("federated", 2, 2, "client-clipping")
+    assert central["epsilon"] == pytest.approx(CentralDP("client-clipping", 0.8, 0.5, 1e-5, 0.0, 2).epsilon(2)) and central["epsilon"] > 0
+    assert central["noise_std"] == pytest.approx(0.8 * 0.5 / 2) and "site-level" in central["guarantee"]
+    first, second = (torch.load(run_dir / "checkpoints" / f"round-00{r}.pt") for r in (1, 2))
+    step = sum(float(((second[k].float() - first[k].float()) ** 2).sum()) for k in first if first[k].is_floating_point()) ** 0.5
+    assert step > 0.5 / 2  # the noise (std 0.2 per parameter) dwarfs a mean of updates clipped to 0.5
+    assert "## Central differential privacy" in (run_dir / "report.md").read_text()
+    with pytest.raises(FederationError, match=r"2 rounds at noise multiplier 0.8 spend epsilon .* above central-dp-max-epsilon = 1"):
+        run_federation(LoopbackGrid(sites), cfg.replace(central_dp_max_epsilon=1.0, run_id="capped"))  # type: ignore[arg-type]
+    assert not (tmp_path / "runs" / "capped" / "checkpoints" / "round-001.pt").exists()
