@@ -29,7 +29,7 @@ from server.dp_variant import resolve_variant
 from server.handshake import handshake, with_roles
 from server.inprocess_grid import InProcessGrid
 from server.run_dir import FEDERATED, RunDirectory
-from strategies.sites import NodeSite
+from strategies.sites import NodeSite, TooFewSitesError
 
 logger = logging.getLogger("axilla.simulation")
 
@@ -43,7 +43,10 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
     """Train and evaluate ``local:<site>`` for every training site and ``pooled`` on all of them.
 
     Then every site compares the federated model with each baseline on its own test cases
-    (each model on its own inputs: in the automatic pipeline, crops by its own segmenters).
+    (each model on its own inputs: in the automatic pipeline, crops by its own segmenters). A
+    baseline whose site cannot train (a DP budget too small for the schedule, say) stops like a
+    federation with too few sites: its rounds are recorded missing with the site's reason, it has
+    no final model, and the other baselines go on.
     """
     grid = InProcessGrid({SITE_CONFIG: str(Path(p).resolve())} for p in site_configs)
     sites, excluded = handshake(grid, grid.get_node_ids(), cfg, cfg.round_timeout)
@@ -56,13 +59,23 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
     for node in training:
         name = f"local:{sites[node].name}"
         roles = {n: "train" if n == node else "external" for n in sites}
-        finals[name] = run_plan(grid, plan, with_roles(sites, roles), run_dir.for_model(name))
+        _run_baseline(finals, name, grid, plan, with_roles(sites, roles), run_dir)
     pooled_node = grid.add_node({POOLED_SITES: os.pathsep.join(str(grid.contexts[n].node_config[SITE_CONFIG]) for n in training)})
     pooled, _ = handshake(grid, [pooled_node], cfg, cfg.round_timeout)
     roles = {n: "validate" if n in training else "external" for n in sites} | {pooled_node: "pooled"}
-    finals["pooled"] = run_plan(grid, plan, with_roles({**sites, **pooled}, roles), run_dir.for_model("pooled"))
+    _run_baseline(finals, "pooled", grid, plan, with_roles({**sites, **pooled}, roles), run_dir)
     finals[FEDERATED] = {stage.name: run_dir.load_checkpoint(stage.checkpoint) for stage in plan.stages}
     compare_at_sites(run_dir, plan, {n: sites[n] for n in sites}, grid, finals)
+
+
+def _run_baseline(
+    finals: dict[str, dict[str, ArrayRecord]], name: str, grid: InProcessGrid, plan: Plan, sites: Mapping[int, NodeSite], run_dir: RunDirectory
+) -> None:
+    """Run one baseline's federation into ``finals``; one that stops for too few usable sites is logged and left out."""
+    try:
+        finals[name] = run_plan(grid, plan, dict(sites), run_dir.for_model(name))
+    except TooFewSitesError as err:
+        logger.error("baseline %s stopped, so it has no final model: %s", name, err)
 
 
 def compare_at_sites(

@@ -36,6 +36,17 @@ def test_dp_sites_train_within_budget_the_run_uses_the_dp_variant_and_the_report
     refused = [m for m in report["missing"] if m["site"] == "c"]
     assert {m["round"] for m in refused} == {1, 2} and all("lifetime epsilon" in m["reason"] and "/" not in m["reason"] for m in refused)
     assert "## Differential privacy" in (run_dir / "report.md").read_text()
+    # The baselines: local:c cannot train at all, so it stops; the others still run and are compared.
+    from evaluation.report import write_report
+    from server.run_dir import RunDirectory
+    from simulation.baselines import run_baselines
+
+    run_baselines(RunDirectory(run_dir), RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text())["run"]), [*sites, tmp_path / "ext" / "site.yaml"])
+    write_report(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    models = {r["model"] for r in report["classification"]}
+    assert {"local:a", "local:b", "pooled"} <= models and "local:c" not in models
+    assert any(m["model"] == "local:c" and "lifetime epsilon" in m["reason"] for m in report["missing"])
 
 
 def test_pretrained_weights_are_read_by_the_server_only_and_sent_as_round_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
