@@ -66,7 +66,8 @@ class SiteAwareMixin:
       training and evaluation message, and hears which nodes answered;
     - with ``central`` (run config ``central-dp``), the aggregate is DP-FedAvg's noisy uniform
       mean of clipped updates instead of the case-weighted mean (``strategies/central_dp.py``),
-      and with client clipping an update above the clipping norm is rejected.
+      with client clipping an update above the clipping norm is rejected, and the norm-outlier
+      rule is off (it would make one site's update count depend on another's).
     """
 
     sites: dict[int, NodeSite]
@@ -226,7 +227,10 @@ class SiteAwareMixin:
                 norms[node] = update_norm(update, self._template)
             else:
                 rejected[node] = reason
-        outliers = norm_outliers({str(n): v for n, v in norms.items()}, self.max_update_norm_ratio)
+        # Under central DP clipping bounds every update, and rejecting by the others' norms would let one
+        # site's presence change whether another's update counts (a sensitivity above C): no outlier rule.
+        ratio = 0.0 if self.central is not None else self.max_update_norm_ratio
+        outliers = norm_outliers({str(n): v for n, v in norms.items()}, ratio)
         rejected.update({int(n): reason for n, reason in outliers.items()})
         return rejected
 

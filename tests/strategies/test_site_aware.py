@@ -154,3 +154,20 @@ def test_aggregation_is_the_same_whatever_order_the_replies_arrive_in() -> None:
     first = aggregate([11, 22, 44])
     for order in ([44, 11, 22], [22, 44, 11], [11, 44, 22]):
         np.testing.assert_array_equal(aggregate(order), first)
+
+
+def test_central_dp_takes_the_clipped_uniform_mean_and_no_update_is_an_outlier() -> None:
+    from strategies.central_dp import CentralDP
+
+    sites = {**SITES, 44: NodeSite(44, "c", "train", {"train": {0: 5, 1: 5}})}
+    strategy = build_strategy("fedavg", sites, None, 2, 0.0, max_update_norm_ratio=2.0, central=CentralDP("server-clipping", 1e-9, 1.0, 1e-5, 0.0, 3))
+    list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33, 44])))
+    counter = {"bn.num_batches_tracked": np.array(5, np.int64)}
+    replies = [
+        _reply(11, {"w": np.array([0.1, 0.0, 0.0], np.float32), **counter}, {"num_examples": 40}),
+        _reply(22, {"w": np.array([0.0, 0.2, 0.0], np.float32), **counter}, {"num_examples": 20}),
+        _reply(44, {"w": np.array([0.0, 0.0, 40.0], np.float32), **counter}, {"num_examples": 10}),  # 200x the others: an outlier for FedAvg
+    ]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    np.testing.assert_allclose(arrays["w"].numpy(), [0.1 / 3, 0.2 / 3, 1.0 / 3], atol=1e-6)  # clipped to norm 1, not weighted, not rejected
