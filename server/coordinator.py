@@ -60,12 +60,15 @@ def body_cap(cfg: RunConfig) -> int:
     """The gateway's request body cap for a run: twice the bytes of all its models (every stage's), plus 4 MiB of framing.
 
     No message of the run is larger: a message carries at most every model of the plan once
-    (Flower sends it as several requests, one object each).
+    (Flower sends it as several requests, one object each). The sizes come from each model's
+    layout, built on the meta device (no weights), as the sites unpack models.
     """
-    from models.task import build_network  # torch and MONAI: only for a submission
+    import numpy as np
 
-    tensors = (t for stage in plan_for(cfg).stages for t in build_network(stage.cfg).state_dict().values())
-    return 2 * sum(t.numel() * t.element_size() for t in tensors) + 4 * MIB
+    from client.work import model_layout  # torch and MONAI: only for a submission
+
+    layouts = (model_layout(stage.cfg) for stage in plan_for(cfg).stages)
+    return 2 * sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for layout in layouts for _, dtype, shape in layout) + 4 * MIB
 
 
 def write_run_config(cfg: RunConfig, path: Path) -> Path:

@@ -226,7 +226,7 @@ def add_site(study: Study, site: str, role: str, public_key: Path | None = None)
         if other[1] == data:
             raise StudyError(f"{public_key}: this key is already enrolled as site '{other[0]}'")
     study.enrolled_dir.mkdir(exist_ok=True)
-    (study.enrolled_dir / f"{site}.role").write_text(role + "\n", encoding="utf-8")
+    _write_role(study, site, role)
     target.write_bytes(data + b"\n")
     (outbox / "ca.crt").write_bytes(study.ca_cert.read_bytes())
     return outbox
@@ -237,12 +237,16 @@ def set_role(study: Study, site: str, role: str) -> None:
     _check_role(site, role)
     if not (study.enrolled_dir / f"{site}.pub").exists():
         raise StudyError(f"site '{site}' is not enrolled (no {study.enrolled_dir / f'{site}.pub'})")
-    (study.enrolled_dir / f"{site}.role").write_text(role + "\n", encoding="utf-8")
+    _write_role(study, site, role)
 
 
 def _check_role(site: str, role: str) -> None:
     if role not in SITE_ROLES:
         raise StudyError(f"site '{site}': role {role!r}, expected one of {', '.join(SITE_ROLES)}")
+
+
+def _write_role(study: Study, site: str, role: str) -> None:
+    (study.enrolled_dir / f"{site}.role").write_text(role + "\n", encoding="utf-8")
 
 
 def remove_site(study: Study, site: str) -> None:
@@ -264,7 +268,7 @@ def enrolled_sites(study: Study) -> dict[str, bytes]:
 def enrolled_roles(study: Study) -> dict[str, str]:
     """Each enrolled site's role, sorted by name; a site enrolled without one is refused, naming the command that sets it."""
     roles = {}
-    for site in enrolled_sites(study):
+    for site in sorted(p.stem for p in study.enrolled_dir.glob("*.pub")):  # the names only: no key is parsed again
         path = study.enrolled_dir / f"{site}.role"
         try:
             role = path.read_text(encoding="utf-8").strip()

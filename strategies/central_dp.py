@@ -29,7 +29,6 @@ import numpy as np
 from models.run_config import RunConfig
 from strategies.update_checks import change_norm, float_keys
 
-MODES = ("off", "server-clipping", "client-clipping")
 ACCOUNTANT = "Flower RdpAccountant (no sampling amplification, add or remove one site)"
 
 
@@ -86,11 +85,10 @@ class CentralDP:
                 "raise central-dp-noise-multiplier or plan fewer rounds"
             )
 
-    def over_norm(self, update: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> str | None:
-        """With client clipping: why an update above the clipping norm is refused (None when within it, or server clipping)."""
+    def over_norm(self, norm: float) -> str | None:
+        """With client clipping: why an update of L2 norm ``norm`` above the clipping norm is refused (None when within it, or server clipping)."""
         if self.mode != "client-clipping":
             return None
-        norm = change_norm(update, reference)
         if norm > self.clipping_norm * (1 + 1e-5):
             return f"update norm {norm:.4g} is above the central-DP clipping norm {self.clipping_norm:g} the site must clip to"
         return None
@@ -109,14 +107,15 @@ class CentralDP:
 
     def describe(self, releases: int) -> dict[str, Any]:
         """What the report states: the mechanism, its settings, the releases and the epsilon spent."""
+        spent = self.epsilon(releases)
         return {
             "mechanism": f"DP-FedAvg, fixed clipping at the {'server' if self.mode == 'server-clipping' else 'sites'}",
             "mode": self.mode, "noise_multiplier": self.noise_multiplier, "clipping_norm": self.clipping_norm,
             "noise_std": self.noise_multiplier * self.clipping_norm / self.sites, "sites_per_round": self.sites,
-            "releases": releases, "delta": self.delta, "epsilon": self.epsilon(releases), "accountant": ACCOUNTANT,
+            "releases": releases, "delta": self.delta, "epsilon": spent, "accountant": ACCOUNTANT,
             "max_epsilon": self.max_epsilon or None,
             "guarantee": (
-                f"site-level ({self.epsilon(releases):.3g}, {self.delta:g})-DP for every global model released by the aggregation "
+                f"site-level ({spent:.3g}, {self.delta:g})-DP for every global model released by the aggregation "
                 "(each hospital's whole data is the unit), against anyone who sees those models; the server is trusted"
                 + (" and sees each site's raw update" if self.mode == "server-clipping" else " and sees only clipped updates")
             ),

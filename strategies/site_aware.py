@@ -163,7 +163,7 @@ class SiteAwareMixin:
         server_round += self.round_offset
         replies = list(replies)
         self._settle(self._sent["train"], replies)
-        rejected = self._reject_bad_updates(replies)
+        rejected, updates = self._reject_bad_updates(replies)
         # In site order, not arrival order: the weighted sum is then the same in every run (floating-point addition is not associative).
         accepted = sorted((r for r in replies if r.metadata.src_node_id not in rejected), key=lambda r: self._name(r.metadata.src_node_id))
         per_site, missing = self._by_site(accepted, self._sent["train"])
@@ -181,8 +181,7 @@ class SiteAwareMixin:
         if arrays is not None and self._template is not None:
             arrays = restore_dtypes(unpack(arrays, self._layout), self._template)
             if self.central is not None:
-                updates = [numpy_arrays(unpack(next(iter(r.content.array_records.values())), self._layout)) for r in accepted]
-                noisy = self.central.aggregate(updates, numpy_arrays(self._template))
+                noisy = self.central.aggregate([numpy_arrays(updates[r.metadata.src_node_id]) for r in accepted], numpy_arrays(self._template))
                 arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
@@ -203,11 +202,12 @@ class SiteAwareMixin:
         ]
         return aggregate_metric_records(scalars, NUM_EXAMPLES) if scalars else None
 
-    def _reject_bad_updates(self, replies: list[Message]) -> dict[int, str]:
-        """Nodes whose arrays have wrong keys, shapes or dtypes, non-finite values, or an outlying norm."""
+    def _reject_bad_updates(self, replies: list[Message]) -> tuple[dict[int, str], dict[int, ArrayRecord]]:
+        """Nodes whose arrays have wrong keys, shapes or dtypes, non-finite values, or an outlying norm; and every usable update, unpacked."""
         if self._template is None:
-            return {}
+            return {}, {}
         rejected: dict[int, str] = {}
+        updates: dict[int, ArrayRecord] = {}
         norms: dict[int, float] = {}
         for msg in replies:
             if msg.has_error():
@@ -221,18 +221,19 @@ class SiteAwareMixin:
                     reason = check_arrays(update, self._template)
                 except PackingError as err:
                     reason = str(err)
-            if reason is None and update is not None and self.central is not None:
-                reason = self.central.over_norm(numpy_arrays(update), numpy_arrays(self._template))
+            norm = update_norm(update, self._template) if reason is None and update is not None else 0.0
+            if reason is None and self.central is not None:
+                reason = self.central.over_norm(norm)
             if reason is None and update is not None:
-                norms[node] = update_norm(update, self._template)
+                norms[node], updates[node] = norm, update
             else:
-                rejected[node] = reason
+                rejected[node] = str(reason)
         # Under central DP clipping bounds every update, and rejecting by the others' norms would let one
         # site's presence change whether another's update counts (a sensitivity above C): no outlier rule.
         ratio = 0.0 if self.central is not None else self.max_update_norm_ratio
         outliers = norm_outliers({str(n): v for n, v in norms.items()}, ratio)
         rejected.update({int(n): reason for n, reason in outliers.items()})
-        return rejected
+        return rejected, {n: u for n, u in updates.items() if n not in rejected}
 
     def _name(self, node: int) -> str:
         """A node's site name (or its id if it never shook hands)."""

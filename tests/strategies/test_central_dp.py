@@ -57,9 +57,9 @@ def test_a_schedule_past_the_epsilon_cap_is_refused_naming_both_figures() -> Non
 
 def test_client_clipping_refuses_an_update_above_the_norm_and_server_clipping_takes_it() -> None:
     big = _update(3, 4, 0, 0, 0, 0)
-    assert "above the central-DP clipping norm 1" in CentralDP("client-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(big, REFERENCE)
-    assert CentralDP("client-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(clip_update(big, REFERENCE, 1.0), REFERENCE) is None
-    assert CentralDP("server-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(big, REFERENCE) is None
+    assert "above the central-DP clipping norm 1" in CentralDP("client-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(change_norm(big, REFERENCE))
+    assert CentralDP("client-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(change_norm(clip_update(big, REFERENCE, 1.0), REFERENCE)) is None
+    assert CentralDP("server-clipping", 1.0, 1.0, 1e-5, 0.0, 2).over_norm(change_norm(big, REFERENCE)) is None
 
 
 @pytest.mark.parametrize("key, value", [("central-dp", "local"), ("central-dp-noise-multiplier", 0.0), ("central-dp-clipping-norm", -1.0), ("central-dp-delta", 1.0), ("central-dp-max-epsilon", -2.0)])
