@@ -71,6 +71,9 @@ def site_path_for_partition(sites_dir: Path, partition_id: int) -> Path:
     return folders[partition_id]
 
 
+SITES_RUN_CONFIG = "run-config.toml"  # a sites folder's own run config, applied by `axilla-simulate run --sites` (prepare writes the endpoint there)
+
+
 def discover_sites(sites_dir: Path) -> list[Path]:
     """Site config files of a federation folder: ``<dir>/<site>/site.yaml``, sorted by folder name."""
     return sorted(p for p in Path(sites_dir).glob("*/site.yaml") if not p.parent.name.startswith("_"))

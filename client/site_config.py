@@ -89,6 +89,21 @@ _SCHEMA: dict[str, Any] = {
 _REQUIRED = ("site", "role", "data", "data.manifest")
 
 
+def site_config_mapping(site: str, role: str, crop: str = "auto") -> dict[str, Any]:
+    """A site config with every key at its default, for a folder holding ``manifest.csv`` (what the simulation writers write)."""
+    return {
+        "site": site,
+        "role": role,
+        "data": {"manifest": "manifest.csv", "crop": crop},
+        "compute": {"device": "auto", "batch_size": 16, "num_workers": 0},
+        "privacy": {
+            "share_case_predictions": False,
+            "dp": {"enabled": False, "target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0},
+        },
+        "output_dir": "output",
+    }
+
+
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read and validate a site config; every problem names the file and the key."""
     path = Path(path).expanduser().resolve()

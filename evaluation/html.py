@@ -71,11 +71,17 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
     return "\n".join(p for p in parts if p) + "\n"
 
 
+def endpoint_text(run: dict[str, Any]) -> str:
+    """What the models predict, e.g. 'lesion malignancy (positive: malignant, negative: benign)'."""
+    endpoint = run.get("endpoint", {})
+    return f"{endpoint.get('name', '?')} (positive: {endpoint.get('positive', '?')}, negative: {endpoint.get('negative', '?')})"
+
+
 def _header(report: dict[str, Any], sites: list[str]) -> str:
     """Title, run summary and a table of contents."""
     run = report.get("run", {})
     fields = [
-        ("task", run.get("task")), ("model", run.get("model")), ("strategy", run.get("strategy")),
+        ("endpoint", endpoint_text(run)), ("task", run.get("task")), ("model", run.get("model")), ("strategy", run.get("strategy")),
         ("rounds", run.get("rounds")), ("local epochs", run.get("local_epochs")), ("image size", run.get("image_size")),
         ("seed", run.get("seed")), ("threshold rule", run.get("threshold_rule")),
     ]

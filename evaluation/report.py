@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.figures import report_figures
-from evaluation.html import render_html
+from evaluation.html import endpoint_text, render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
 from evaluation.privacy_report import central_rows, privacy_markdown, privacy_rows
 from evaluation.proportions import proportion_cis
@@ -36,6 +36,11 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "run": {
             "id": run["run-id"] or run_dir.name,
             "task": run["task"],
+            "endpoint": {  # what label 1 vs 0 means (run dirs older than these keys: the default endpoint)
+                "name": run.get("endpoint", "axillary lymph-node metastasis"),
+                "positive": run.get("endpoint-positive", "metastasis"),
+                "negative": run.get("endpoint-negative", "no metastasis"),
+            },
             "model": run["model"],
             "strategy": run["strategy"],
             "rounds": run["num-rounds"],
@@ -127,6 +132,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     out = [
         f"# axilla report: run {run['id']}",
+        "",
+        f"Endpoint: {endpoint_text(run)}.",
         "",
         f"Task {run['task']}, model {run['model']}, strategy {run['strategy']}, {run['rounds']} rounds x "
         f"{run['local_epochs']} local epochs, {run['image_size']} px, operating point: {run['threshold_rule']}"

@@ -25,6 +25,9 @@ class RunConfig:
     """Experiment settings shared by the server, every site and the baselines."""
 
     task: str = "classification"
+    endpoint: str = "axillary lymph-node metastasis"  # what label 1 vs 0 means, as the report names it
+    endpoint_positive: str = "metastasis"
+    endpoint_negative: str = "no metastasis"
     model: str = "small"
     image_size: int = 96
     pipeline: str = "single"

@@ -7,7 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
+from client.node_site import SITES_RUN_CONFIG
 from models.run_config import RunConfigError, load_run_config_file, parse_assignments
+from simulation.public.names import DATASET_NAMES
+from simulation.public.partition import PARTITIONS, PartitionOptions
 
 DEMO_DIR = Path("phantom/demo")
 
@@ -29,7 +32,23 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--dp-epsilon", type=float, default=0.0, metavar="EPS", help="every training site trains only with DP-SGD at this target epsilon (delta 1e-5)")
     run = sub.add_parser("run", parents=[run_opts], help="run a federation on a folder of sites")
-    run.add_argument("--sites", type=Path, required=True, help="folder with one <site>/site.yaml per site")
+    run.add_argument(
+        "--sites", type=Path, required=True,
+        help="folder with one <site>/site.yaml per site; its run-config.toml, if any (written by prepare), is applied before --run-config and --set",
+    )  # fmt: skip
+    prep = sub.add_parser(
+        "prepare", help="turn downloaded public datasets into site folders (docs/public-data.md)",
+        description="Read public datasets in their published layouts (nothing is downloaded or copied), partition their cases into sites "
+        "and write DIR/<site>/site.yaml + manifest.csv for `axilla-simulate run --sites DIR`.",
+    )  # fmt: skip
+    prep.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", help="a dataset and the folder it was unzipped into (repeat); NAME: " + ", ".join(DATASET_NAMES))
+    prep.add_argument("--partition", choices=PARTITIONS, default="center", help="center: one site per natural center (dataset, or BUS-BRA's scanner); dirichlet: label skew; quantity: size skew")
+    prep.add_argument("--external", default="", metavar="NAME", help="a dataset, center or site held out as the external test site (never trains)")
+    prep.add_argument("--num-sites", type=int, default=3, help="training sites of a dirichlet or quantity partition (default 3)")
+    prep.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of a dirichlet or quantity partition; smaller is more skewed (default 0.5)")
+    prep.add_argument("--min-cases", type=int, default=10, help="fewest cases per training site of a dirichlet or quantity partition (default 10)")
+    prep.add_argument("--seed", type=int, default=0, help="partition seed (default 0)")
+    prep.add_argument("--out", type=Path, required=True, help="the folder to write the site folders into")
     demo = sub.add_parser("demo", parents=[run_opts], help="the default: the demo phantom federation")
     demo.add_argument("--seed", type=int, default=0, help="phantom seed")
     return parser
@@ -44,6 +63,29 @@ def _log_to_console() -> None:
     root.setLevel(logging.INFO)
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    """``prepare``: adapters, partition, site folders; prints each site and the command that runs them."""
+    from simulation.public.cohort import PublicDataError  # noqa: PLC0415
+    from simulation.public.prepare import parse_dataset_arg, prepare  # noqa: PLC0415
+
+    options = PartitionOptions(args.partition, args.external, args.num_sites, args.alpha, args.min_cases, args.seed)
+    try:
+        plans, record = prepare([parse_dataset_arg(d) for d in args.dataset], options, args.out)
+    except PublicDataError as err:
+        print(f"axilla-simulate prepare: {err}", file=sys.stderr)
+        return 1
+    for name, facts in record["datasets"].items():  # type: ignore[union-attr]
+        for note in facts["notes"]:
+            print(f"{name}: {note}")
+    for plan in plans:
+        facts = record["sites"][plan.name]  # type: ignore[index]
+        print(f"{plan.name} ({plan.role}): {facts['cases']} cases, {facts['images']} images, {facts['positive']} positive")
+    endpoint = record["endpoint"]
+    print(f"endpoint: {endpoint['name']} ({endpoint['positive']} vs {endpoint['negative']})")  # type: ignore[index]
+    print(f"run it: axilla-simulate run --sites {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the last line printed by a run is its run directory."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -51,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["demo", *argv]
     args = _parser().parse_args(argv)
     _log_to_console()
+    if args.command == "prepare":
+        return _prepare(args)
     from simulation.phantom import make_phantom
 
     if args.command == "make-phantom":
@@ -64,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.out)
         return 0
     try:
-        overrides = load_run_config_file(args.run_config) if args.run_config else {}
+        sites_config = args.sites / SITES_RUN_CONFIG if args.command == "run" else None
+        overrides = load_run_config_file(sites_config) if sites_config is not None and sites_config.is_file() else {}
+        overrides |= load_run_config_file(args.run_config) if args.run_config else {}
         overrides |= parse_assignments(args.assignments)
     except RunConfigError as err:
         print(f"axilla-simulate: {err}", file=sys.stderr)

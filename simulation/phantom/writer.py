@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from client.site_config import site_config_mapping
 from simulation.phantom.dicom import write_dicom
 from simulation.phantom.features import FEATURE_COLUMNS, Features, draw_features, lesion_features
 from simulation.phantom.presets import PRESETS, Preset, SiteSpec
@@ -103,18 +104,7 @@ def draw_cohort(preset: Preset | str, seed: int = 0, *, flip_labels: bool = Fals
 
 def _site_yaml(site: SiteSpec) -> str:
     """Return the text of the site's ``site.yaml`` (the site-config contract)."""
-    config = {
-        "site": site.name,
-        "role": site.role,
-        "data": {"manifest": "manifest.csv", "crop": "auto"},
-        "compute": {"device": "auto", "batch_size": 16, "num_workers": 0},
-        "privacy": {
-            "share_case_predictions": False,
-            "dp": {"enabled": False, "target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0},
-        },
-        "output_dir": "output",
-    }
-    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(site_config_mapping(site.name, site.role), sort_keys=False, default_flow_style=None)
 
 
 def _fmt(value: object) -> str:

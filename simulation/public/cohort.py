@@ -65,4 +65,5 @@ class PublicDataset:
     endpoint: Endpoint
     cases: list[PublicCase]
     scanner: str = ""  # the scanner model where the dataset names one for all its images
+    crop: str = "auto"  # the site config's 'data.crop': "none" for images without scanner UI (patches, thumbnails)
     notes: list[str] = field(default_factory=list)
