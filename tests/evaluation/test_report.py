@@ -97,3 +97,16 @@ def test_segmentation_rows_per_segmenter_site_and_split_with_weighted_all_rows(t
     md = (run / "report.md").read_text()
     assert "Table 3" in md and "| federated | fusion-union | ext | test | 30 | 0.600 | 0.500 | 0.900 | 0.800 |" in md
     assert 'id="segmentation"' in (run / "report.html").read_text()
+
+
+def test_the_endpoint_is_named_in_report_json_markdown_and_html(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    assert build_report(run)["run"]["endpoint"] == {"name": "axillary lymph-node metastasis", "positive": "metastasis", "negative": "no metastasis"}
+    config = json.loads((run / "config.json").read_text())
+    config["run"] |= {"endpoint": "lesion malignancy", "endpoint-positive": "malignant", "endpoint-negative": "benign"}
+    (run / "config.json").write_text(json.dumps(config))
+    report = write_report(run)
+    assert report["run"]["endpoint"] == {"name": "lesion malignancy", "positive": "malignant", "negative": "benign"}
+    named = "lesion malignancy (positive: malignant, negative: benign)"
+    assert f"Endpoint: {named}." in (run / "report.md").read_text()
+    assert named in (run / "report.html").read_text()
