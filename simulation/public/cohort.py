@@ -65,5 +65,6 @@ class PublicDataset:
     endpoint: Endpoint
     cases: list[PublicCase]
     scanner: str = ""  # the scanner model where the dataset names one for all its images
+    modality: str = "image"  # "pathology": the images are H&E micrographs, written to the manifest's pathology column too
     crop: str = "auto"  # the site config's 'data.crop': "none" for images without scanner UI (patches, thumbnails)
     notes: list[str] = field(default_factory=list)

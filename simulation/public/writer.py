@@ -26,7 +26,7 @@ from simulation.public.cohort import Endpoint, PublicDataError, PublicDataset, P
 from simulation.public.partition import PartitionOptions, SitePlan
 
 PREPARE_DIR = "_prepare"
-BASE_COLUMNS = ("case_id", "label", "image", "mask", "split", "scanner", "dataset", "center")
+BASE_COLUMNS = ("case_id", "label", "image", "pathology", "mask", "split", "scanner", "dataset", "center")
 
 
 def endpoint_of(datasets: list[PublicDataset]) -> Endpoint:
@@ -75,6 +75,7 @@ def _write_site(folder: Path, plan: SitePlan) -> dict[str, object]:
                 "case_id": case_id,
                 "label": str(case.label),
                 "image": str(image.path.resolve()),
+                "pathology": str(image.path.resolve()) if data.modality == "pathology" else "",
                 "mask": _mask_path(folder, case_id, index, image),
                 "split": case.split if with_split else "",
                 "scanner": case.columns.get("scanner") or data.scanner,
@@ -82,7 +83,8 @@ def _write_site(folder: Path, plan: SitePlan) -> dict[str, object]:
                 "center": case.center,
                 **{k: case.columns.get(k, "") for k in extra},
             })  # fmt: skip
-    columns = [c for c in BASE_COLUMNS if c != "split" or with_split] + extra
+    pathology = any(m.dataset.modality == "pathology" for m in members)
+    columns = [c for c in BASE_COLUMNS if (c != "split" or with_split) and (c != "pathology" or pathology)] + extra
     with (folder / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

@@ -100,3 +100,18 @@ def test_prepare_again_replaces_its_own_folders_and_refuses_others(tmp_path: Pat
     with pytest.raises(PublicDataError, match="was not written by axilla-simulate prepare"):
         _write(tmp_path)
     assert (out / "busi" / "notes.txt").read_text() == "the user's own"
+
+
+def test_pathology_images_fill_the_pathology_column_too_and_patches_are_not_cropped(tmp_path: Path) -> None:
+    data = [_dataset(tmp_path / "downloads", "BUSI")]
+    bcnb = _dataset(tmp_path / "downloads", "BCNB")
+    data.append(PublicDataset("BCNB", MALIGNANCY, bcnb.cases, modality="pathology", crop="none"))
+    options = PartitionOptions("center")
+    out = tmp_path / "sites"
+    write_sites(out, partition(data, options), {d.name.lower(): (d, tmp_path) for d in data}, options)
+    rows = (out / "bcnb" / "manifest.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    first = dict(zip(header, rows[1].split(",")))
+    assert first["pathology"] == first["image"] and first["image"].endswith("0_0.png")
+    assert load_site_config(out / "bcnb" / "site.yaml").data.crop == "none"
+    assert "pathology" not in (out / "busi" / "manifest.csv").read_text().splitlines()[0]
