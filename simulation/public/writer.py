@@ -41,8 +41,8 @@ def endpoint_of(datasets: list[PublicDataset]) -> Endpoint:
 def write_sites(out: Path, plans: list[SitePlan], datasets: dict[str, tuple[PublicDataset, Path]], options: PartitionOptions) -> dict[str, object]:
     """Write every site folder, the run config and the record; return the record."""
     out = Path(out).resolve()
-    _clear_previous(out, [p.name for p in plans])
     endpoint = endpoint_of([d for d, _ in datasets.values()])
+    _clear_previous(out, [p.name for p in plans])
     sites = {plan.name: _write_site(out / plan.name, plan) for plan in plans}
     (out / SITES_RUN_CONFIG).write_text(
         "# written by axilla-simulate prepare: what the label means (the report names it)\n"

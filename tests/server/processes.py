@@ -210,4 +210,5 @@ LONGEST = (
     "tests/server/test_pipeline.py",
     "tests/server/test_federation.py",
     "tests/simulation/test_segmentation.py",
+    "tests/simulation/test_public_federation.py",
 )
