@@ -52,3 +52,20 @@ def test_datasets_of_different_endpoints_are_refused_and_nothing_is_written(down
     assert code == 1
     assert "label different endpoints" in capsys.readouterr().err
     assert not (tmp_path / "sites" / "busi").exists()
+
+
+def test_bcnb_is_prepared_as_lymph_node_status_with_its_split_and_clinical_columns(downloads: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sites"
+    args = ["prepare", "--dataset", f"bcnb={downloads['bcnb']}", "--out", str(out)]
+    assert main(args) == 1  # one hospital: a center partition has one training site
+    assert main([*args, "--partition", "dirichlet", "--num-sites", "2", "--alpha", "100", "--min-cases", "3"]) == 0
+    assert 'endpoint = "axillary lymph-node status"' in (out / "run-config.toml").read_text()
+    from client.manifest import read_manifest  # noqa: PLC0415
+    from client.site_config import load_site_config  # noqa: PLC0415
+
+    cases = read_manifest(out / "site_1" / "manifest.csv", required_input="pathology")
+    assert {c.split for c in cases} <= {"train", "val", "test"} and all(c.split for c in cases)
+    assert {"age", "er", "her2", "ki67", "histologic_grade"} <= set(cases[0].clinical)
+    header = (out / "site_1" / "manifest.csv").read_text().splitlines()[0].split(",")
+    assert {"pathology", "aln_status", "n_metastases"} <= set(header)
+    assert load_site_config(out / "site_1" / "site.yaml").data.crop == "none"
