@@ -240,8 +240,7 @@ def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module]], cfg: RunCon
     category-free NRI and IDI (``reference`` as the new model); computed at the site from
     per-case scores, only the statistics are returned.
     """
-    from evaluation.delong import delong_test
-    from evaluation.reclassification import idi, nri
+    from evaluation.paired import paired_comparisons
 
     task = task_for(cfg)
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -251,21 +250,11 @@ def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module]], cfg: RunCon
             scores[name] = (out.labels, out.scores)
     if reference not in scores:
         return []
-    labels, ref = scores[reference]
-    if len(set(labels.tolist())) < 2:
-        return []
-    out_rows = []
-    for name, (other_labels, other) in scores.items():
-        if name == reference:
-            continue
+    labels = scores[reference][0]
+    for name, (other_labels, _) in scores.items():
         if not np.array_equal(other_labels, labels):
             raise ValueError(f"model {name} was given other cases than {reference}")
-        row: Metrics = {"model_a": reference, "model_b": name}
-        row["delong_z"], row["delong_p"] = delong_test(labels, ref, other)
-        row.update(nri(labels, other, ref))
-        row.update(idi(labels, other, ref))
-        out_rows.append(row)
-    return out_rows
+    return paired_comparisons(labels, {name: s for name, (_, s) in scores.items()}, reference)
 
 
 def _site_salt(name: str) -> int:
