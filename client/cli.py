@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from client.data import load_site_data, site_summary
+from client.data import check_site_data, site_summary
 from client.errors import SiteDataError
+from client.inventory import site_inventory
 from client.site_config import load_site_config
 from client.site_processes import ClientAppLauncher, SiteProcess, SiteWorker, WorkerStartError
 from client.worker_link import default_socket_path, socket_path_for
@@ -38,10 +39,15 @@ SUPERLINK_UNREACHABLE = 305  # Flower's exit code for a SuperNode that cannot ac
 FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
 
 
-def check_site(site_config: Path, image_size: int) -> str:
-    """Validate a site config and every manifest row and image; return a readable summary."""
+def check_site(site_config: Path, image_size: int) -> tuple[str, int]:
+    """Validate a site config and every manifest row and image; return a readable summary and the number of unreadable files.
+
+    Config, manifest and split errors raise ``SiteDataError``; unreadable images and masks are all listed in the summary.
+    """
     config = load_site_config(site_config)
-    return site_summary(load_site_data(config, image_size))
+    data, unreadable = check_site_data(config, image_size)
+    cases = [c for split in data.splits.values() for c in split.cases] + [u.case for u in unreadable]
+    return site_summary(data, unreadable, site_inventory(cases)), len(unreadable)
 
 
 class NodeConfigError(ValueError):
@@ -122,9 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--site is required")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        print(check_site(args.site, args.image_size))
+        summary, unreadable = check_site(args.site, args.image_size)
     except SiteDataError as err:
         print(f"axilla-client: {err}", file=sys.stderr)
+        return 1
+    print(summary)
+    if unreadable:
+        print(f"axilla-client: {unreadable} unreadable file(s) (listed above); the site cannot train until they are fixed", file=sys.stderr)
         return 1
     if args.check:
         return 0

@@ -3,6 +3,11 @@
 Preprocessed cases live in the site cache (``client/site_cache.py``), one entry per manifest row,
 keyed by the image's and mask's path, size and mtime_ns, the site's UI crop and the size, so only
 new or changed images are decoded; labels and splits are read from the manifest every time.
+
+With the site's crop ``auto``, an image whose DICOM header gives an ultrasound image area (its 2D
+regions, ``client/dicom.py``) is cropped to it; other images to the heuristic ``ui_crop_box``. The
+crop comes from the file, whose stamp is in the key. Training fails on the first unreadable file;
+``check_site_data`` (for ``--check``) skips and lists every one.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +25,8 @@ from monai.data import Dataset
 from torch.utils.data import DataLoader
 
 from client.errors import SiteDataError
-from client.images import read_image, read_mask
+from client.images import decode_image, read_mask
+from client.inventory import Inventory
 from client.manifest import SPLITS, Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, clear_memory, file_stamp
 from client.site_config import SiteConfig
@@ -115,14 +121,20 @@ class SiteData:
         )
 
 
+@dataclass(frozen=True)
+class UnreadableCase:
+    """A manifest row whose image or mask cannot be read, and why (the message names the row, case and file)."""
+
+    case: Case
+    reason: str
+
+
 _MEMORY: Memory[SiteData] = Memory(24)  # a simulation process may serve several sites and sizes
 
 
 def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
     """Load, validate and preprocess a site's cases: from memory, else the site cache, decoding only what it lacks."""
-    cases, splits = read_cases(config)
-    keys = [case_key(case, config.data.crop, image_size) for case in cases]
-    content = cache_key("site", repr(config), image_size, [[repr(c), splits[c.case_id], k] for c, k in zip(cases, keys)])
+    cases, splits, keys, content = _site_keys(config, image_size)
     data = _MEMORY.get(content)
     if data is None:
         data = _load(config, image_size, cases, splits, keys)
@@ -130,13 +142,42 @@ def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
     return data
 
 
+def check_site_data(config: SiteConfig, image_size: int) -> tuple[SiteData, list[UnreadableCase]]:
+    """Load a site as ``load_site_data`` does, but skip and list every unreadable case instead of failing on the first.
+
+    Config, manifest and split errors still raise. A site with unreadable cases is not kept in memory.
+    """
+    cases, splits, keys, content = _site_keys(config, image_size)
+    data = _MEMORY.get(content)
+    if data is not None:
+        return data, []
+    unreadable: list[UnreadableCase] = []
+    data = _load(config, image_size, cases, splits, keys, unreadable)
+    if not unreadable:
+        _MEMORY.put(content, data)
+    return data, unreadable
+
+
+def _site_keys(config: SiteConfig, image_size: int) -> tuple[list[Case], dict[str, str], list[str], str]:
+    """The manifest's cases, their splits, their site-cache keys and the whole site's content key."""
+    cases, splits = read_cases(config)
+    keys = [case_key(case, config.data.crop, image_size) for case in cases]
+    content = cache_key("site", repr(config), image_size, [[repr(c), splits[c.case_id], k] for c, k in zip(cases, keys)])
+    return cases, splits, keys, content
+
+
 def case_key(case: Case, crop: CropSetting, image_size: int) -> str:
     """The site-cache key of a case's preprocessed input: its files' stamps, the site's UI crop and the size."""
     return cache_key("case", file_stamp(case.image), file_stamp(case.mask), crop, image_size)
 
 
-def _load(config: SiteConfig, image_size: int, cases: list[Case], splits: dict[str, str], keys: list[str]) -> SiteData:
-    """Take every case from the site cache, decoding and storing the missing ones; fail on the first bad row or file."""
+def _load(
+    config: SiteConfig, image_size: int, cases: list[Case], splits: dict[str, str], keys: list[str], unreadable: list[UnreadableCase] | None = None
+) -> SiteData:
+    """Take every case from the site cache, decoding and storing the missing ones.
+
+    Fails on the first bad file; with an ``unreadable`` list, skips each bad case and appends it there instead.
+    """
     cache = SiteCache(config.output_dir)
     prep, prep_mask = preprocess(image_size), preprocess_mask(image_size)
     shapes: Counter[tuple[int, int]] = Counter()
@@ -146,7 +187,13 @@ def _load(config: SiteConfig, image_size: int, cases: list[Case], splits: dict[s
     for case, key in zip(cases, keys):
         entry = cache.get(key)
         if entry is None:
-            entry = _prepare_case(case, config.data.crop, prep, prep_mask)
+            try:
+                entry = _prepare_case(case, config.data.crop, prep, prep_mask)
+            except SiteDataError as err:
+                if unreadable is None:
+                    raise
+                unreadable.append(UnreadableCase(case, str(err)))
+                continue
             cache.put(key, entry)
             decoded += 1
         shapes[(int(entry["shape"][0]), int(entry["shape"][1]))] += 1
@@ -190,15 +237,17 @@ def _split_data(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
 def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """One case's image and lesion mask (if any) after the site's UI crop, and the stored image's shape.
 
-    Any error names the manifest row.
+    With crop ``auto``, the image area the DICOM header gives wins over the heuristic. Any error names the manifest row.
     """
     assert case.image is not None
     try:
-        pixels = read_image(case.image)
+        decoded = decode_image(case.image)
+        pixels = decoded.pixels
         mask = None if case.mask is None else read_mask(case.mask, pixels.shape)
     except SiteDataError as err:
         raise SiteDataError(f"manifest row {case.row} (case {case.case_id}): {err}", f"manifest row {case.row}: {err.public}") from err
-    cropped, cropped_mask = crop_image(pixels, crop, mask)
+    box = decoded.region if crop == "auto" and decoded.region is not None else crop
+    cropped, cropped_mask = crop_image(pixels, box, mask)
     return cropped, cropped_mask, pixels.shape
 
 
@@ -207,17 +256,30 @@ def clear_cache() -> None:
     clear_memory()
 
 
-def site_summary(data: SiteData) -> str:
-    """A readable multi-line summary of a loaded site (for ``axilla-client --check``)."""
+def site_summary(data: SiteData, unreadable: Sequence[UnreadableCase] = (), inventory: Inventory | None = None) -> str:
+    """A readable multi-line summary of a loaded site (for ``axilla-client --check``), with every unreadable file and why.
+
+    With an ``inventory``, its formats, modalities and scanners (DICOM manufacturer and model, else the
+    manifest's scanner column) are listed; without, the manifest's scanners.
+    """
     lines = [f"site {data.config.site} (role {data.config.role}), manifest {data.config.data.manifest}"]
     for name, counts in data.counts().items():
         lines.append(f"  {name:5s}: {counts[0] + counts[1]:4d} cases  ({counts[1]} positive, {counts[0]} negative)")
     sizes = ", ".join(f"{w}x{h} ({n})" for (h, w), n in data.image_shapes.most_common(5))
-    lines.append(f"  image sizes (WxH): {sizes}")
-    scanners = Counter(s for split in data.splits.values() for s in split.scanners if s)
-    if scanners:
-        lines.append("  scanners: " + ", ".join(f"{s} ({n})" for s, n in scanners.most_common()))
+    lines.append(f"  image sizes (WxH): {sizes or 'none readable'}")
+    if inventory is not None:
+        lines += inventory.lines()
+    else:
+        scanners = Counter(s for split in data.splits.values() for s in split.scanners if s)
+        if scanners:
+            lines.append("  scanners: " + ", ".join(f"{s} ({n})" for s, n in scanners.most_common()))
     lines.append(f"  data fingerprint: {data.fingerprint}")
+    if unreadable:
+        lines.append(
+            f"  UNREADABLE: {len(unreadable)} file(s), left out of the counts above; "
+            "the site cannot train until each is fixed or its row removed:"
+        )
+        lines += [f"    {u.reason}" for u in unreadable]
     return "\n".join(lines)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 logger = logging.getLogger("axilla.client")
 
-SCHEMA = 1  # bump when what an entry holds, or how it is computed, changes
+SCHEMA = 2  # 2: DICOM decoding (MONOCHROME1 by the LUT range, US-region crop, a chosen frame). Bump when what an entry holds, or how it is computed, changes
 _MAGIC = b"AXC1"
 _HEADER = len(_MAGIC) + 8 + 32
 Arrays = dict[str, np.ndarray]

@@ -21,6 +21,7 @@ import client.data
 from client.data import SiteData, clear_cache, load_site_data
 from client.site_index import site_index
 from client.errors import SiteDataError
+from client.images import DecodedImage
 from client.lesion_data import lesion_site_data
 from client.site_cache import SiteCache
 from client.site_config import SiteConfig, load_site_config
@@ -34,13 +35,13 @@ REPO = Path(__file__).resolve().parents[2]
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The images ``client.data`` decodes from now on, in order."""
     seen: list[Path] = []
-    real = client.data.read_image
+    real = client.data.decode_image
 
-    def counting(path: Path) -> np.ndarray:
+    def counting(path: Path) -> DecodedImage:
         seen.append(Path(path))
         return real(path)
 
-    monkeypatch.setattr(client.data, "read_image", counting)
+    monkeypatch.setattr(client.data, "decode_image", counting)
     return seen
 
 
@@ -203,8 +204,8 @@ def test_another_process_reuses_the_cache(tmp_path: Path) -> None:
         "import client.data as d\n"
         "from client.site_config import load_site_config\n"
         "seen = []\n"
-        "real = d.read_image\n"
-        "d.read_image = lambda path: (seen.append(path), real(path))[1]\n"
+        "real = d.decode_image\n"
+        "d.decode_image = lambda path: (seen.append(path), real(path))[1]\n"
         "data = d.load_site_data(load_site_config(sys.argv[1]), 32)\n"
         "print(len(seen), data.fingerprint)\n"
     )
@@ -220,7 +221,7 @@ def test_site_index_counts_without_decoding_and_names_bad_rows(tmp_path: Path, m
         raise AssertionError(f"site_index decoded {path}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(client.data, "read_image", no_decoding)
+        patch.setattr(client.data, "decode_image", no_decoding)
         patch.setattr(client.data, "read_mask", no_decoding)
         index = site_index(config)
     assert index.counts == load_site_data(config, 32).counts()
