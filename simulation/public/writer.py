@@ -20,6 +20,8 @@ import tomli_w
 import yaml
 from PIL import Image
 
+from client.errors import SiteDataError
+from client.images import read_image
 from client.node_site import SITES_RUN_CONFIG
 from client.site_config import site_config_mapping
 from simulation.public.cohort import Endpoint, PublicDataError, PublicDataset, PublicImage
@@ -118,10 +120,9 @@ def _mask_path(folder: Path, case_id: str, index: int, image: PublicImage) -> st
     merged = None
     for path in image.masks:
         try:
-            with Image.open(path) as img:
-                layer = np.asarray(img.convert("L")) > 0
-        except OSError as err:
-            raise PublicDataError(f"mask {path}: cannot be read: {err}") from err
+            layer = read_image(path) > 0  # as the site reads a mask
+        except SiteDataError as err:
+            raise PublicDataError(str(err)) from err
         if merged is not None and layer.shape != merged.shape:
             raise PublicDataError(f"mask {path}: size {layer.shape[::-1]} differs from {image.masks[0]}'s {merged.shape[::-1]}; masks of one image cannot be merged")
         merged = layer if merged is None else merged | layer
