@@ -4,7 +4,9 @@ Partitions are of cases (patients), never of images, so one patient's images sta
 Dirichlet and quantity skew are flwr-datasets' ``DirichletPartitioner`` over a table of cases
 (partitioned by label for label skew; by a constant column for quantity skew, which draws the
 sites' shares of all cases from Dirichlet(alpha)), seeded, so a partition is the same for the
-same datasets, options and seed. A held-out center (``external``) is never partitioned: all its
+same datasets, options and seed. A training site needs both labels, so draws with seeds
+``seed + 7919 k`` (k = 0 .. 19) are tried in order and the first in which every site holds both is
+kept (a partition conditioned on trainable sites); when none does, it is refused. A held-out center (``external``) is never partitioned: all its
 cases form the external test site, which never trains.
 """
 
@@ -15,10 +17,13 @@ import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulation.public.cohort import PublicCase, PublicDataError, PublicDataset
 
 PARTITIONS = ("center", "dirichlet", "quantity")
+DRAWS = 20  # seeded draws tried, in order, for one where every training site holds both labels
+SEED_STRIDE = 7919  # draw k uses seed + SEED_STRIDE * k
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,6 @@ def _skewed(members: list[Member], options: PartitionOptions) -> list[SitePlan]:
     """Dirichlet label skew or quantity skew over the pooled training cases, by flwr-datasets' DirichletPartitioner."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # partitioning reads nothing from a hub
     from datasets import Dataset  # noqa: PLC0415 (pyarrow and datasets load only for these partitions)
-    from flwr_datasets.partitioner import DirichletPartitioner  # noqa: PLC0415
 
     if options.num_sites < 2:
         raise PublicDataError(f"--num-sites {options.num_sites}: a {options.method} partition needs at least 2 training sites")
@@ -121,18 +125,38 @@ def _skewed(members: list[Member], options: PartitionOptions) -> list[SitePlan]:
         "label": [m.case.label for m in ordered],
         "all": [0] * len(ordered),
     })
+    labels = [m.case.label for m in ordered]
+    rows, first = None, None
+    for k in range(DRAWS):  # stop at the first draw whose every site holds both labels
+        draw = _draw(table, options, options.seed + SEED_STRIDE * k)
+        first = first or draw
+        if draw is not None and all(len({labels[r] for r in part}) == 2 for part in draw):
+            rows = draw
+            break
+    rows = rows or first  # else _check_plans names a site of the first draw without both labels
+    if rows is None:
+        raise PublicDataError(
+            f"{options.method} partition: no draw of {DRAWS} gave every site at least {options.min_cases} cases "
+            "(lower --min-cases or --num-sites, or raise --alpha)"
+        )
+    return [SitePlan(f"site_{i + 1}", "train", [ordered[r] for r in sorted(part)]) for i, part in enumerate(rows)]
+
+
+def _draw(table: Any, options: PartitionOptions, seed: int) -> list[list[int]] | None:
+    """One seeded draw of DirichletPartitioner (each site's rows of ``table``); None when it cannot give every site ``min_cases``."""
+    from flwr_datasets.partitioner import DirichletPartitioner  # noqa: PLC0415
+
     partitioner = DirichletPartitioner(
         num_partitions=options.num_sites, partition_by="label" if options.method == "dirichlet" else "all",
-        alpha=options.alpha, min_partition_size=options.min_cases, self_balancing=False, shuffle=True, seed=options.seed,
+        alpha=options.alpha, min_partition_size=options.min_cases, self_balancing=False, shuffle=True, seed=seed,
     )  # fmt: skip
     partitioner.dataset = table
     try:
         with warnings.catch_warnings():  # its notices of redrawing until every site has min_cases: a normal step here
             warnings.filterwarnings("ignore", message="The specified min_partition_size", category=UserWarning)
-            rows = [partitioner.load_partition(i)["row"] for i in range(options.num_sites)]
-    except ValueError as err:  # flwr-datasets gives up after its attempts to meet min_partition_size
-        raise PublicDataError(f"{options.method} partition: {err} (lower --min-cases or --num-sites, or raise --alpha)") from err
-    return [SitePlan(f"site_{i + 1}", "train", [ordered[r] for r in sorted(part)]) for i, part in enumerate(rows)]
+            return [list(partitioner.load_partition(i)["row"]) for i in range(options.num_sites)]
+    except ValueError:  # flwr-datasets gives up after its own attempts to meet min_partition_size
+        return None
 
 
 def _check_plans(plans: list[SitePlan], options: PartitionOptions) -> None:

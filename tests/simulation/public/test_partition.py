@@ -93,3 +93,11 @@ def test_site_slug_makes_valid_site_names() -> None:
     assert site_slug("Toshiba Aplio 300 @12-14 MHz") == "toshiba-aplio-300-12-14-mhz"
     assert site_slug("..//") == "site"
     assert valid_site_name(site_slug("x" * 100 + "..y"))
+
+
+def test_a_strongly_skewed_draw_is_redrawn_until_every_site_holds_both_labels() -> None:
+    data = [_dataset("BUSI", 200)]
+    options = PartitionOptions("dirichlet", num_sites=5, alpha=0.2, min_cases=10, seed=0)
+    plans = partition(data, options)
+    assert all(min(p.counts()[0], p.counts()[1]) >= 1 for p in plans)
+    assert _ids(plans) == _ids(partition(data, options))
