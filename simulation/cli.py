@@ -44,10 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", help="a dataset and the folder it was unzipped into (repeat); NAME: " + ", ".join(DATASET_NAMES))
     prep.add_argument("--partition", choices=PARTITIONS, default="center", help="center: one site per natural center (dataset, or BUS-BRA's scanner); dirichlet: label skew; quantity: size skew")
     prep.add_argument("--external", default="", metavar="NAME", help="a dataset, center or site held out as the external test site (never trains)")
-    prep.add_argument("--num-sites", type=int, default=3, help="training sites of a dirichlet or quantity partition (default 3)")
-    prep.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration of a dirichlet or quantity partition; smaller is more skewed (default 0.5)")
-    prep.add_argument("--min-cases", type=int, default=10, help="fewest cases per training site of a dirichlet or quantity partition (default 10)")
-    prep.add_argument("--seed", type=int, default=0, help="partition seed (default 0)")
+    prep.add_argument("--num-sites", type=int, default=None, help="training sites of a dirichlet or quantity partition (default 3)")
+    prep.add_argument("--alpha", type=float, default=None, help="Dirichlet concentration of a dirichlet or quantity partition; smaller is more skewed (default 0.5)")
+    prep.add_argument("--min-cases", type=int, default=None, help="fewest cases per training site of a dirichlet or quantity partition (default 10)")
+    prep.add_argument("--seed", type=int, default=None, help="seed of a dirichlet or quantity partition (default 0)")
     prep.add_argument("--out", type=Path, required=True, help="the folder to write the site folders into")
     demo = sub.add_parser("demo", parents=[run_opts], help="the default: the demo phantom federation")
     demo.add_argument("--seed", type=int, default=0, help="phantom seed")
@@ -68,7 +68,12 @@ def _prepare(args: argparse.Namespace) -> int:
     from simulation.public.cohort import PublicDataError  # noqa: PLC0415
     from simulation.public.prepare import parse_dataset_arg, prepare  # noqa: PLC0415
 
-    options = PartitionOptions(args.partition, args.external, args.num_sites, args.alpha, args.min_cases, args.seed)
+    skew = {"num_sites": args.num_sites, "alpha": args.alpha, "min_cases": args.min_cases, "seed": args.seed}
+    given = [f"--{key.replace('_', '-')}" for key, value in skew.items() if value is not None]
+    if args.partition == "center" and given:
+        print(f"axilla-simulate prepare: {', '.join(given)} apply to --partition dirichlet or quantity, not center", file=sys.stderr)
+        return 2
+    options = PartitionOptions(args.partition, args.external, **{k: v for k, v in skew.items() if v is not None})
     try:
         plans, record = prepare([parse_dataset_arg(d) for d in args.dataset], options, args.out)
     except PublicDataError as err:

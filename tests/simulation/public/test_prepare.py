@@ -69,3 +69,9 @@ def test_bcnb_is_prepared_as_lymph_node_status_with_its_split_and_clinical_colum
     header = (out / "site_1" / "manifest.csv").read_text().splitlines()[0].split(",")
     assert {"pathology", "aln_status", "n_metastases"} <= set(header)
     assert load_site_config(out / "site_1" / "site.yaml").data.crop == "none"
+
+
+def test_skew_settings_with_a_center_partition_are_refused_not_ignored(downloads: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["prepare", "--dataset", f"busi={downloads['busi']}", "--dataset", f"bus-bra={downloads['bus-bra']}", "--alpha", "0.1", "--out", str(tmp_path / "s")])
+    assert code == 2
+    assert "--alpha apply to --partition dirichlet or quantity, not center" in capsys.readouterr().err
