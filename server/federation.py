@@ -235,7 +235,8 @@ def final_evaluation(
     request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val")
     validators = {n: s for n, s in sites.items() if s.validates}
     testers = {n: s for n, s in sites.items() if s.tests}
-    validation = _evaluate(grid, request, validators, arrays, delivery)
+    failures: dict[str, dict[str, str]] = {"val": {}, "test": {}}
+    validation = _evaluate(grid, request, validators, arrays, delivery, failures["val"])
     threshold = None
     request = replace(request, split="test")
     if task.has_scores:
@@ -243,8 +244,8 @@ def final_evaluation(
         logger.info("%s: operating point (%s on pooled validation histograms): %.4f", run_dir.model, cfg.threshold_rule, threshold)
         validation = {name: at_threshold(m, threshold) for name, m in validation.items()}
         request = replace(request, threshold=threshold, grad_cam=run_dir.model if explain else "")
-    test = _evaluate(grid, request, testers, arrays, delivery)
-    _record_final(run_dir, validators, testers, validation, test, task.label())
+    test = _evaluate(grid, request, testers, arrays, delivery, failures["test"])
+    _record_final(run_dir, validators, testers, validation, test, task.label(), failures)
     return threshold
 
 
@@ -260,14 +261,15 @@ def segmentation_evaluation(
     request = Evaluate(run=stage.cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, candidates=stage.candidates)
     validators = {n: s for n, s in sites.items() if s.validates}
     testers = {n: s for n, s in sites.items() if s.tests}
-    validation = _evaluate(grid, replace(request, split="val"), validators, None, delivery)
-    test = _evaluate(grid, replace(request, split="test"), testers, None, delivery)
+    failures: dict[str, dict[str, str]] = {"val": {}, "test": {}}
+    validation = _evaluate(grid, replace(request, split="val"), validators, None, delivery, failures["val"])
+    test = _evaluate(grid, replace(request, split="test"), testers, None, delivery, failures["test"])
     for label in stage.candidates:
         val_rows, test_rows = (
             {site: {name: v for key, v in m.items() for cand, name in [split_candidate_metric(key)] if cand == label} for site, m in replies.items()}
             for replies in (validation, test)
         )
-        _record_final(run_dir, validators, testers, val_rows, test_rows, label)
+        _record_final(run_dir, validators, testers, val_rows, test_rows, label, failures)
         dice = {site: round(float(m["seg_dice"]), 3) for site, m in test_rows.items() if "seg_dice" in m}
         logger.info("%s segmentation %s: test Dice per site %s", run_dir.model, label, dice)
 
@@ -279,35 +281,47 @@ def _record_final(
     validation: Mapping[str, Mapping[str, Any]],
     test: Mapping[str, Mapping[str, Any]],
     segmenter: str,
+    failures: Mapping[str, Mapping[str, str]],
 ) -> None:
-    """Write the final rows of one model: validation at the validation sites, test everywhere."""
+    """Write the final rows of one model: validation at the validation sites, test everywhere; a missing row says why."""
     for split, targets, per_site in (("val", validators, validation), ("test", testers, test)):
         for site in targets.values():
             if site.name in per_site:
                 run_dir.record("final", run_dir.model, site.name, split, dict(per_site[site.name]), segmenter=segmenter)
             else:
-                run_dir.record("final", run_dir.model, site.name, split, None, "no valid reply", segmenter=segmenter)
+                run_dir.record("final", run_dir.model, site.name, split, None, failures[split].get(site.name, "no valid reply"), segmenter=segmenter)
 
 
-def _evaluate(grid: Grid, request: Evaluate, sites: Mapping[int, NodeSite], arrays: ArrayRecord | None, delivery: Delivery) -> dict[str, dict[str, Any]]:
-    """Send one evaluation request to each given node; valid replies' metrics by site name."""
+def _evaluate(
+    grid: Grid, request: Evaluate, sites: Mapping[int, NodeSite], arrays: ArrayRecord | None, delivery: Delivery, failures: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Send one evaluation request to each given node; valid replies' metrics by site name.
+
+    The reason each other site gave no metrics (its error, a malformed reply, no reply) goes to ``failures``.
+    """
     messages = [
         Message(RecordDict({**request.records(arrays), **delivery.records_for(node)}), dst_node_id=node, message_type=EVALUATE)
         for node in sites
     ]
     out: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
     answered: set[int] = set()
     for reply in grid.send_and_receive(messages, timeout=request.run.round_timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
             logger.error("site %s failed to evaluate %s: %s", sites[node].name, request.split, reply.error.reason)
+            failed[sites[node].name] = f"error: {reply.error.reason}"
             continue
         try:
             out[sites[node].name] = EvaluateReply.from_content(reply.content).metrics
         except ProtocolError as err:
             logger.error("site %s sent a malformed evaluation reply: %s", sites[node].name, err)
+            failed[sites[node].name] = f"malformed reply: {err}"
             continue
         answered.add(node)
     for node in sites:
         delivery.settled(node, node in answered)
+        failed.setdefault(sites[node].name, "no valid reply")
+    if failures is not None:
+        failures.update({name: reason for name, reason in failed.items() if name not in out})
     return out

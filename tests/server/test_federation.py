@@ -193,3 +193,17 @@ def test_a_site_that_goes_offline_mid_round_is_named_as_such(tmp_path: Path) -> 
     train = {(l["round"], l["site"]): l for l in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if l["split"] == "train"}
     assert train[(1, "b")]["reason"] == "no reply: the site went offline during the round"
     assert train[(2, "b")]["status"] == "ok"
+
+
+def test_a_site_with_a_truncated_dicom_stops_alone_and_only_the_reason_without_its_path_leaves_it(tmp_path: Path) -> None:
+    cut = make_site(tmp_path, "cut", n=12, seed=4, kind="dicom")
+    victim = cut.parent / "images" / "cut-005.dcm"
+    victim.write_bytes(victim.read_bytes()[:-300])  # cut inside the pixel data
+    grid = LoopbackGrid([make_site(tmp_path, "a", n=20, seed=1), make_site(tmp_path, "b", n=20, seed=2), cut])
+    run_dir = run_federation(grid, _cfg(tmp_path, num_rounds=1))  # type: ignore[arg-type]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert {r["site"] for r in report["classification"] if r["model"] == "federated"} == {"a", "b", "all"}
+    reasons = {m["reason"] for m in report["missing"] if m["site"] == "cut"}
+    assert reasons and all("manifest row 7" in r and "truncated" in r for r in reasons), reasons
+    sent_back = json.dumps(report) + (run_dir / "metrics.jsonl").read_text()
+    assert str(tmp_path) not in sent_back and "cut-005" not in sent_back  # no path, no case id crossed
