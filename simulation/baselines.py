@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord
 
+from client.errors import SiteDataError
 from client.node_site import POOLED_SITES, SITE_CONFIG
 from client.site import compare_models, model_for, stage_data
 from client.site_config import load_site_config
@@ -44,9 +45,10 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
 
     Then every site compares the federated model with each baseline on its own test cases
     (each model on its own inputs: in the automatic pipeline, crops by its own segmenters). A
-    baseline whose site cannot train (a DP budget too small for the schedule, say) stops like a
-    federation with too few sites: its rounds are recorded missing with the site's reason, it has
-    no final model, and the other baselines go on.
+    baseline whose site cannot train (a DP budget too small for the schedule, unreadable data)
+    stops like a federation with too few sites: its rounds are recorded missing with the site's
+    reason, it has no final model, and the other baselines go on. The pooled baseline pools the
+    training sites whose local baseline trained.
     """
     grid = InProcessGrid({SITE_CONFIG: str(Path(p).resolve())} for p in site_configs)
     sites, excluded = handshake(grid, grid.get_node_ids(), cfg, cfg.round_timeout)
@@ -60,10 +62,14 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
         name = f"local:{sites[node].name}"
         roles = {n: "train" if n == node else "external" for n in sites}
         _run_baseline(finals, name, grid, plan, with_roles(sites, roles), run_dir)
-    pooled_node = grid.add_node({POOLED_SITES: os.pathsep.join(str(grid.contexts[n].node_config[SITE_CONFIG]) for n in training)})
-    pooled, _ = handshake(grid, [pooled_node], cfg, cfg.round_timeout)
-    roles = {n: "validate" if n in training else "external" for n in sites} | {pooled_node: "pooled"}
-    _run_baseline(finals, "pooled", grid, plan, with_roles({**sites, **pooled}, roles), run_dir)
+    members = [n for n in training if f"local:{sites[n].name}" in finals]  # a site that cannot train alone adds nothing to the pool
+    for node in set(training) - set(members):
+        logger.error("the pooled baseline leaves out %s, which could not train (see local:%s)", sites[node].name, sites[node].name)
+    if members:
+        pooled_node = grid.add_node({POOLED_SITES: os.pathsep.join(str(grid.contexts[n].node_config[SITE_CONFIG]) for n in members)})
+        pooled, _ = handshake(grid, [pooled_node], cfg, cfg.round_timeout)
+        roles = {n: "validate" if n in members else "external" for n in sites} | {pooled_node: "pooled"}
+        _run_baseline(finals, "pooled", grid, plan, with_roles({**sites, **pooled}, roles), run_dir)
     finals[FEDERATED] = {stage.name: run_dir.load_checkpoint(stage.checkpoint) for stage in plan.stages}
     compare_at_sites(run_dir, plan, {n: sites[n] for n in sites}, grid, finals)
 
@@ -88,10 +94,14 @@ def compare_at_sites(
     for node, site in sites.items():
         config = load_site_config(Path(str(grid.contexts[node].node_config[SITE_CONFIG])))
         inputs = {}
-        for name, models in finals.items():
-            segmenters = {s: models[s] for s in last.crop_with}
-            refs = tuple((s, wire_model(r)[0]) for s, r in segmenters.items())
-            states = {s: r.to_torch_state_dict() for s, r in segmenters.items()}
-            inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()))
+        try:
+            for name, models in finals.items():
+                segmenters = {s: models[s] for s in last.crop_with}
+                refs = tuple((s, wire_model(r)[0]) for s, r in segmenters.items())
+                states = {s: r.to_torch_state_dict() for s, r in segmenters.items()}
+                inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()))
+        except SiteDataError as err:  # a site whose data cannot be read has no comparisons; the others still do
+            logger.error("no model comparisons at site %s: %s", site.name, err)
+            continue
         for row in compare_models(inputs, last.cfg, "test", reference=FEDERATED):
             run_dir.record_comparison(site.name, "test", row)
