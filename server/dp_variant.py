@@ -2,7 +2,8 @@
 
 Run config ``model-variant``: ``standard`` (the networks as built), ``dp-compatible`` (Opacus's
 fixes: GroupNorm for BatchNorm, no in-place activations; ``models/dp_compat.py``) or ``auto``
-(dp-compatible exactly when a training site trains with DP-SGD). The resolved variant is written
+(dp-compatible exactly when a training site trains with DP-SGD or the run uses central DP, whose
+noise on BatchNorm's running variances could make them negative). The resolved variant is written
 to the run's config and the report says which ran and why.
 """
 
@@ -26,8 +27,16 @@ def resolve_variant(cfg: RunConfig, sites: Mapping[int, NodeSite]) -> tuple[RunC
             f"run config 'model-variant' = 'standard', but site(s) {', '.join(dp_sites)} train only with DP-SGD, which needs "
             "the dp-compatible variant (no BatchNorm): set model-variant to 'auto' or 'dp-compatible'"
         )
+    central = cfg.central_dp != "off"
+    if cfg.model_variant == "standard" and central:
+        raise VariantError(
+            f"run config 'model-variant' = 'standard' with central-dp = {cfg.central_dp!r}: the server's Gaussian noise would fall on "
+            "BatchNorm's running variances too, and a negative variance makes the model's outputs NaN; set model-variant to 'auto' or 'dp-compatible'"
+        )
     if cfg.model_variant != "auto":
         return cfg, "set in the run config"
     if dp_sites:
         return cfg.replace(model_variant="dp-compatible"), f"auto: site(s) {', '.join(dp_sites)} train with DP-SGD"
+    if central:
+        return cfg.replace(model_variant="dp-compatible"), f"auto: central DP ({cfg.central_dp}) adds noise to every array, which BatchNorm's running statistics cannot take"
     return cfg.replace(model_variant="standard"), "auto: no training site trains with DP-SGD"

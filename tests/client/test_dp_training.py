@@ -155,6 +155,14 @@ def test_the_run_uses_the_dp_compatible_variant_when_a_training_site_requires_dp
         resolve_variant(RunConfig(model_variant="standard"), sites)
 
 
+def test_central_dp_runs_the_dp_compatible_variant_because_its_noise_would_reach_batchnorm_variances() -> None:
+    sites = {2: NodeSite(2, "b", "train", {}), 3: NodeSite(3, "c", "train", {})}
+    cfg, why = resolve_variant(RunConfig(central_dp="server-clipping"), sites)
+    assert cfg.model_variant == "dp-compatible" and "central DP" in why
+    with pytest.raises(VariantError, match="negative variance makes the model's outputs NaN"):
+        resolve_variant(RunConfig(central_dp="client-clipping", model_variant="standard"), sites)
+
+
 @pytest.mark.parametrize(
     ("yaml", "match"),
     [

@@ -79,6 +79,7 @@ def test_central_dp_clips_at_the_sites_adds_the_servers_noise_and_the_report_sta
     run_dir = run_federation(LoopbackGrid(sites), cfg)  # type: ignore[arg-type]
     report = json.loads((run_dir / "report.json").read_text())
     assert "missing" not in report  # every site clipped its update to the norm, so none was refused
+    assert report["run"]["model_variant"] == "dp-compatible"  # no BatchNorm variances for the noise to make negative
     (central,) = report["central_dp"]
     assert (central["model"], central["releases"], central["sites_per_round"], central["mode"]) == ("federated", 2, 2, "client-clipping")
     assert central["epsilon"] == pytest.approx(CentralDP("client-clipping", 0.8, 0.5, 1e-5, 0.0, 2).epsilon(2)) and central["epsilon"] > 0
