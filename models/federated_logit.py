@@ -5,7 +5,8 @@ vector ``X'(y - mu)`` (p), the information matrix ``X'WX`` (p x p), its log-like
 counts; only these leave a site. Their sums are exactly the pooled data's, so the Newton
 iterates, the coefficients, the standard errors (from the inverse of the summed information),
 Wald confidence intervals and p-values equal a pooled fit of the same rows (statsmodels' ``Logit``).
-Backward stepwise selection by AIC and the variance inflation factors run on the same sums.
+Backward stepwise selection by AIC runs on the same sums (variance inflation factors come from
+the sites' cross moments: ``evaluation/cohort_stats.py``).
 
 A fit that separates the classes perfectly has no finite maximum likelihood: it is refused
 (``SeparationError``, naming the variables whose coefficients diverge), never returned with huge
@@ -183,16 +184,3 @@ def backward_aic(statistics: Statistics, names: Sequence[str], keep: Sequence[st
         current.remove(dropped)
         fit = best
         steps.append(Step(names[dropped], fit.aic, fit.names))
-
-
-def variance_inflation(n: int, sums: np.ndarray, cross: np.ndarray) -> np.ndarray:
-    """VIF of each predictor from pooled moments: ``n``, column sums (p,) and cross-products ``X'X`` (p, p), intercept excluded.
-
-    VIF_j = 1 / (1 - R_j^2) of predictor j on the others with an intercept, i.e. the diagonal of the
-    inverse correlation matrix; the sites send only their ``n``, sums and cross-products.
-    """
-    mean = sums / n
-    cov = cross / n - np.outer(mean, mean)
-    sd = np.sqrt(np.diag(cov))
-    corr = cov / np.outer(sd, sd)
-    return np.diag(np.linalg.inv(corr))
