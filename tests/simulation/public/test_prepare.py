@@ -75,3 +75,18 @@ def test_skew_settings_with_a_center_partition_are_refused_not_ignored(downloads
     code = main(["prepare", "--dataset", f"busi={downloads['busi']}", "--dataset", f"bus-bra={downloads['bus-bra']}", "--alpha", "0.1", "--out", str(tmp_path / "s")])
     assert code == 2
     assert "--alpha apply to --partition dirichlet or quantity, not center" in capsys.readouterr().err
+
+
+def test_a_quantity_partition_of_the_replicas_covers_every_case_once(downloads: dict[str, Path], tmp_path: Path) -> None:
+    from client.manifest import read_manifest  # noqa: PLC0415
+
+    out = tmp_path / "sites"
+    args = ["prepare", "--dataset", f"busi={downloads['busi']}", "--dataset", f"bus-bra={downloads['bus-bra']}", "--external", "busi",
+            "--partition", "quantity", "--num-sites", "2", "--alpha", "1", "--min-cases", "3", "--seed", "2", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads((out / "_prepare" / "prepare.json").read_text())
+    sizes = [record["sites"][s]["cases"] for s in ("site_1", "site_2")]
+    assert sum(sizes) == record["datasets"]["bus-bra"]["cases"] and min(sizes) >= 3  # (unequal sizes: test_partition.py, on 200 cases)
+    ids = [c.case_id for s in ("site_1", "site_2") for c in read_manifest(out / s / "manifest.csv")]
+    assert len(set(ids)) == record["datasets"]["bus-bra"]["cases"]  # a patient's images never straddle sites
+    assert record["sites"]["busi"]["role"] == "external"
