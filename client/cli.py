@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from client.clinical import clinical_columns
 from client.data import check_site_data, site_summary
 from client.errors import SiteDataError
 from client.inventory import site_inventory
@@ -47,7 +48,8 @@ def check_site(site_config: Path, image_size: int) -> tuple[str, int]:
     config = load_site_config(site_config)
     data, unreadable = check_site_data(config, image_size)
     cases = [c for split in data.splits.values() for c in split.cases] + [u.case for u in unreadable]
-    return site_summary(data, unreadable, site_inventory(cases)), len(unreadable)
+    clinical = clinical_columns(sorted(cases, key=lambda c: c.row), config.data.clinical, config.data.manifest)
+    return site_summary(data, unreadable, site_inventory(cases), clinical.summary_lines()), len(unreadable)
 
 
 class NodeConfigError(ValueError):

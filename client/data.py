@@ -256,11 +256,12 @@ def clear_cache() -> None:
     clear_memory()
 
 
-def site_summary(data: SiteData, unreadable: Sequence[UnreadableCase] = (), inventory: Inventory | None = None) -> str:
+def site_summary(data: SiteData, unreadable: Sequence[UnreadableCase] = (), inventory: Inventory | None = None, extra: Sequence[str] = ()) -> str:
     """A readable multi-line summary of a loaded site (for ``axilla-client --check``), with every unreadable file and why.
 
     With an ``inventory``, its formats, modalities and scanners (DICOM manufacturer and model, else the
-    manifest's scanner column) are listed; without, the manifest's scanners.
+    manifest's scanner column) are listed; without, the manifest's scanners. ``extra`` lines (the
+    clinical columns' types) come before the fingerprint.
     """
     lines = [f"site {data.config.site} (role {data.config.role}), manifest {data.config.data.manifest}"]
     for name, counts in data.counts().items():
@@ -273,6 +274,7 @@ def site_summary(data: SiteData, unreadable: Sequence[UnreadableCase] = (), inve
         scanners = Counter(s for split in data.splits.values() for s in split.scanners if s)
         if scanners:
             lines.append("  scanners: " + ", ".join(f"{s} ({n})" for s, n in scanners.most_common()))
+    lines += list(extra)
     lines.append(f"  data fingerprint: {data.fingerprint}")
     if unreadable:
         lines.append(

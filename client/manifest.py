@@ -12,12 +12,13 @@ INPUT_COLUMNS = ("image", "video", "pathology")
 SPLITS = ("train", "val", "test")
 CLINICAL_COLUMNS = (
     "age", "tumor_size_mm", "er", "pr", "her2", "ki67", "histologic_type", "histologic_grade",
-)
+)  # typed when present, without a site-config declaration (client/clinical.py)
+RESERVED_COLUMNS = ("case_id", "label", *INPUT_COLUMNS, "mask", "split", "scanner")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One manifest row: a case's image, label and optional mask, split and clinical values."""
+    """One manifest row: a case's image, label and optional mask, split, scanner and other columns."""
 
     case_id: str
     label: int
@@ -26,7 +27,7 @@ class Case:
     mask: Path | None = None
     split: str | None = None
     scanner: str = ""
-    clinical: dict[str, str] = field(default_factory=dict)
+    clinical: dict[str, str] = field(default_factory=dict)  # every other column of the row: clinical values and descriptors
 
 
 def read_manifest(path: Path, required_input: str = "image") -> list[Case]:
@@ -108,7 +109,7 @@ def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required
         mask=files.get("mask"),
         split=split,
         scanner=row.get("scanner", ""),
-        clinical={c: row[c] for c in CLINICAL_COLUMNS if c in row},
+        clinical={c: v for c, v in row.items() if c not in RESERVED_COLUMNS},
     )
 
 

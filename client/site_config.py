@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from client.clinical import ClinicalVariable, parse_clinical_spec
 from client.errors import SiteDataError
 from protocol.messages import SITE_ROLES, valid_site_name
 
@@ -38,6 +39,7 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     split_seed: int = 0
+    clinical: dict[str, ClinicalVariable] = field(default_factory=dict)  # declared clinical column types (client/clinical.py)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class SiteConfig:
 _SCHEMA: dict[str, Any] = {
     "site": str,
     "role": str,
-    "data": {"manifest": str, "crop": (str, list), "val_fraction": float, "test_fraction": float, "split_seed": int},
+    "data": {"manifest": str, "crop": (str, list), "val_fraction": float, "test_fraction": float, "split_seed": int, "clinical": (dict,)},
     "compute": {"device": str, "batch_size": int, "num_workers": int},
     "privacy": {
         "share_case_predictions": bool,
@@ -152,7 +154,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
         path=path,
         site=raw["site"],
         role=raw["role"],
-        data=DataConfig(manifest, crop, fractions[0], fractions[1], int(data.get("split_seed", 0))),
+        data=DataConfig(manifest, crop, fractions[0], fractions[1], int(data.get("split_seed", 0)), parse_clinical_spec(data.get("clinical", {}), path)),
         compute=compute,
         privacy=PrivacyConfig(
             share_case_predictions=privacy.get("share_case_predictions", False),

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from client.clinical import clinical_columns
 from client.manifest import SPLITS, Case, read_manifest
 from client.site_cache import file_stamp
 from client.site_config import SiteConfig
@@ -28,6 +29,7 @@ class SiteIndex:
 def read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
     """The manifest's validated rows and every case's split; a training site needs both labels in training."""
     cases = read_manifest(config.data.manifest)
+    clinical_columns(cases, config.data.clinical, config.data.manifest)  # a value that does not fit its type names its row and column
     splits = assign_splits(cases, config.role, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
     if config.trains:
         check_training_split(cases, splits, str(config.data.manifest))
