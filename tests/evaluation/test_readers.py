@@ -37,7 +37,7 @@ def test_reader_metrics_and_paired_calls() -> None:
     assert metrics["sensitivity_ci"][0] < 0.75 < metrics["sensitivity_ci"][1]
     model = np.array([1] * 19 + [0] * 1 + [1] * 12 + [0] * 18)
     p = paired_calls(y, reader, model)
-    assert p["mcnemar_sensitivity_p"] == pytest.approx(0.0625)  # 4 discordant pairs, all for the model: 2 * 0.5^4
+    assert p["mcnemar_sensitivity_p"] == pytest.approx(0.125)  # 4 discordant pairs, all for the model: 2 * 0.5^4
     assert 0 < p["mcnemar_specificity_p"] < 0.05  # 6 discordant pairs, all for the reader: 2 * 0.5^6
 
 
