@@ -1,7 +1,7 @@
 """Decode one DICOM image as scanners write it: every photometric interpretation and pixel-data transfer syntax.
 
-Pixel data is decoded by pydicom's handlers and the installed plugins (pylibjpeg with libjpeg,
-openjpeg and rle; pyjpegls; Pillow): native little and big endian, implicit VR, deflated, RLE,
+Pixel data is decoded by pydicom's handlers and the declared plugins (pylibjpeg with libjpeg for
+JPEG and JPEG-LS, openjpeg for JPEG 2000; Pillow where it can): native little and big endian, implicit VR, deflated, RLE,
 JPEG baseline, extended (12-bit) and lossless (process 14 and SV1), JPEG-LS lossless and
 near-lossless, JPEG 2000 lossless and lossy. MPEG and other video syntaxes have no decoder here.
 

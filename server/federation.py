@@ -293,7 +293,7 @@ def _record_final(
 
 
 def _evaluate(
-    grid: Grid, request: Evaluate, sites: Mapping[int, NodeSite], arrays: ArrayRecord | None, delivery: Delivery, failures: dict[str, str] | None = None
+    grid: Grid, request: Evaluate, sites: Mapping[int, NodeSite], arrays: ArrayRecord | None, delivery: Delivery, failures: dict[str, str]
 ) -> dict[str, dict[str, Any]]:
     """Send one evaluation request to each given node; valid replies' metrics by site name.
 
@@ -304,24 +304,20 @@ def _evaluate(
         for node in sites
     ]
     out: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
     answered: set[int] = set()
     for reply in grid.send_and_receive(messages, timeout=request.run.round_timeout):
         node = reply.metadata.src_node_id
         if reply.has_error():
             logger.error("site %s failed to evaluate %s: %s", sites[node].name, request.split, reply.error.reason)
-            failed[sites[node].name] = f"error: {reply.error.reason}"
+            failures[sites[node].name] = f"error: {reply.error.reason}"
             continue
         try:
             out[sites[node].name] = EvaluateReply.from_content(reply.content).metrics
         except ProtocolError as err:
             logger.error("site %s sent a malformed evaluation reply: %s", sites[node].name, err)
-            failed[sites[node].name] = f"malformed reply: {err}"
+            failures[sites[node].name] = f"malformed reply: {err}"
             continue
         answered.add(node)
     for node in sites:
         delivery.settled(node, node in answered)
-        failed.setdefault(sites[node].name, "no valid reply")
-    if failures is not None:
-        failures.update({name: reason for name, reason in failed.items() if name not in out})
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from client.node_site import SITES_RUN_CONFIG
 from models.run_config import RunConfigError, load_run_config_file, parse_assignments
-from simulation.public.names import DATASET_NAMES
+from simulation.public.adapters import ADAPTERS
 from simulation.public.partition import PARTITIONS, PartitionOptions
 
 DEMO_DIR = Path("phantom/demo")
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Read public datasets in their published layouts (nothing is downloaded or copied), partition their cases into sites "
         "and write DIR/<site>/site.yaml + manifest.csv for `axilla-simulate run --sites DIR`.",
     )  # fmt: skip
-    prep.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", help="a dataset and the folder it was unzipped into (repeat); NAME: " + ", ".join(DATASET_NAMES))
+    prep.add_argument("--dataset", action="append", default=[], metavar="NAME=PATH", help="a dataset and the folder it was unzipped into (repeat); NAME: " + ", ".join(ADAPTERS))
     prep.add_argument("--partition", choices=PARTITIONS, default="center", help="center: one site per natural center (dataset, or BUS-BRA's scanner); dirichlet: label skew; quantity: size skew")
     prep.add_argument("--external", default="", metavar="NAME", help="a dataset, center or site held out as the external test site (never trains)")
     prep.add_argument("--num-sites", type=int, default=None, help="training sites of a dirichlet or quantity partition (default 3)")

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
 
 from simulation.public.cohort import Endpoint, PublicCase, PublicDataError, PublicDataset
 
@@ -152,6 +150,9 @@ def xlsx_rows(path: Path, sheet: str, columns: Sequence[str], fallback_first: bo
     Read with ``openpyxl.load_workbook(read_only=True, data_only=True)``. With ``fallback_first``
     a workbook without ``sheet`` is read from its first sheet.
     """
+    import openpyxl  # noqa: PLC0415 (only for .xlsx datasets: `axilla-simulate` starts without it)
+    from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
+
     require_file(path, "spreadsheet")
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)

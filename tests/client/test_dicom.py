@@ -80,6 +80,25 @@ def test_lossless_codecs_read_exactly(tmp_path: Path, syntax: str, values: np.nd
     np.testing.assert_array_equal(read_image(save(tmp_path / "c.dcm", ds)), values)
 
 
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1])
+def test_the_declared_pylibjpeg_plugins_decode_jpeg_ls_jpeg_2000_and_lossless_jpeg(tmp_path: Path, syntax: str) -> None:
+    """The runtime decoders (pyjpegls and Pillow are not asked): libjpeg for JPEG and JPEG-LS, openjpeg for JPEG 2000."""
+    import libjpeg  # noqa: PLC0415  pylibjpeg-libjpeg
+    import openjpeg  # noqa: PLC0415  pylibjpeg-openjpeg
+    import pylibjpeg  # noqa: PLC0415
+    from pydicom.pixels import pixel_array  # noqa: PLC0415
+
+    assert all(module.__version__ for module in (libjpeg, openjpeg, pylibjpeg))
+    if syntax == JPEGLosslessSV1:
+        path = save(tmp_path / "p.dcm", jpeg8(GRAY8, syntax, 8, lossless=True, predictor=1))
+    else:
+        ds = native(GRAY12, bits=12)
+        ds.compress(syntax, GRAY12.astype(np.uint16))
+        path = save(tmp_path / "p.dcm", ds)
+    expected = GRAY8 if syntax == JPEGLosslessSV1 else GRAY12
+    np.testing.assert_array_equal(pixel_array(path, decoding_plugin="pylibjpeg"), expected)
+
+
 @pytest.mark.parametrize(
     ("syntax", "values", "bits", "predictor"),
     [(JPEGLosslessSV1, GRAY16, 16, 1), (JPEGLosslessSV1, GRAY8, 8, 1), (JPEGLossless, GRAY12, 12, 6)],
