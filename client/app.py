@@ -77,6 +77,12 @@ def query(message: Message, context: Context) -> Message:
     return handle(message, context)
 
 
+@app.query("clinical")
+def clinical(message: Message, context: Context) -> Message:
+    """A clinical-model job: sums over this site's cases (schema, Table 1, moments, Newton statistics, evaluation)."""
+    return handle(message, context)
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train the received global model on this site's training split."""

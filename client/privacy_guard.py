@@ -31,7 +31,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
-from protocol.messages import ARRAYS, POLICY_VIOLATION, REPLY_RECORDS, SITE_FAILED, Evaluate, SiteDescription
+from protocol.clinical import CLINICAL, SCHEMA, ClinicalQuery, parse_schema
+from protocol.messages import ARRAYS, POLICY_VIOLATION, SITE_FAILED, Evaluate, ProtocolError, SiteDescription
+from protocol.registry import REPLY_RECORDS
 from protocol.metrics import METRIC_LENGTHS, PER_CASE, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
@@ -71,6 +73,34 @@ def _metric_problems(record: MetricRecord, candidates: set[str], share_case_pred
     return problems
 
 
+def _clinical_problems(record: MetricRecord, query: ClinicalQuery) -> list[str]:
+    """A clinical job's reply must hold only the metrics its request fixes, each a number or a list of the fixed length."""
+    try:
+        allowed = query.allowed_metrics()
+    except ProtocolError as err:
+        return [f"the clinical request is malformed ({err})"]
+    problems = []
+    for key, value in record.items():
+        if key not in allowed:
+            problems.append(f"clinical metric '{key}' is not part of the {query.job} job's reply")
+        elif allowed[key] is None and not isinstance(value, (int, float)):
+            problems.append(f"clinical metric '{key}' must be a number")
+        elif allowed[key] is not None and (not isinstance(value, list) or len(value) != allowed[key]):
+            problems.append(f"clinical metric '{key}' must be a list of {allowed[key]} numbers")
+    return problems
+
+
+def _schema_problems(reply: Message, record: ConfigRecord) -> list[str]:
+    """A schema reply holds one key, ``variables``: names, kinds and levels (no value of any case)."""
+    if set(record) != {"variables"}:
+        return [f"schema keys {sorted(record)} are not part of the protocol"]
+    try:
+        parse_schema(reply.content)
+    except ProtocolError as err:
+        return [f"schema: {err}"]
+    return []
+
+
 def policy_violations(incoming: Message, reply: Message, share_case_predictions: bool = False) -> list[str]:
     """Every way ``reply`` (to ``incoming``) breaks the privacy policy; empty when it may leave."""
     if reply.has_error():
@@ -88,8 +118,12 @@ def policy_violations(incoming: Message, reply: Message, share_case_predictions:
             model = sent.get(ARRAYS)
             if model is None or _array_signature(record) != _array_signature(model):
                 problems.append(f"'{name}': arrays differ in keys, shapes or dtypes from the global model received")
+        elif isinstance(record, MetricRecord) and kind == CLINICAL:
+            problems += _clinical_problems(record, ClinicalQuery.of(incoming.content))
         elif isinstance(record, MetricRecord):
             problems += _metric_problems(record, _candidates(incoming), share_case_predictions)
+        elif name == SCHEMA:
+            problems += _schema_problems(reply, record)
         elif isinstance(record, ConfigRecord):
             for key, value in record.items():
                 if key not in SiteDescription.KEYS:

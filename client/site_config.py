@@ -57,6 +57,7 @@ class PrivacyConfig:
 
     share_case_predictions: bool = False
     dp: DPConfig = field(default_factory=DPConfig)
+    min_cell_count: int = 5  # the report shows this site's count cells below it as "<k"; clinical statistics over fewer cases are refused
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ _SCHEMA: dict[str, Any] = {
     "compute": {"device": str, "batch_size": int, "num_workers": int},
     "privacy": {
         "share_case_predictions": bool,
+        "min_cell_count": int,
         "dp": {"enabled": bool, "target_epsilon": float, "delta": float, "max_grad_norm": float, "lifetime_epsilon": float},
     },
     "output_dir": str,
@@ -159,9 +161,17 @@ def load_site_config(path: str | Path) -> SiteConfig:
         privacy=PrivacyConfig(
             share_case_predictions=privacy.get("share_case_predictions", False),
             dp=dp,
+            min_cell_count=_min_cell_count(privacy.get("min_cell_count", 5), path),
         ),
         output_dir=(base / raw.get("output_dir", f"site_output/{raw['site']}")).resolve(),
     )
+
+
+def _min_cell_count(value: int, path: Path) -> int:
+    """``privacy.min_cell_count``: at least 1."""
+    if value < 1:
+        raise SiteDataError(f"site config {path}: 'privacy.min_cell_count' = {value} must be >= 1", "site config: invalid 'privacy.min_cell_count'")
+    return value
 
 
 def _check_dp(dp: DPConfig, path: Path) -> None:

@@ -19,9 +19,11 @@ from client.model_store import MissingModelError, ModelStore
 from client.node_site import LocalSite, node_site
 from client.version import axilla_version
 from protocol.messages import (
-    ARRAYS, EVALUATE, INSTRUCTIONS, MISSING_MODEL, QUERY, SITE_DATA_ERROR, TRAIN,
+    ARRAYS, EVALUATE, MISSING_MODEL, QUERY, SITE_DATA_ERROR, TRAIN,
     Evaluate, EvaluateReply, Instruction, ProtocolError, SiteDescription, Train, TrainReply, models_in,
 )  # fmt: skip
+from protocol.clinical import CLINICAL, SCHEMA, ClinicalQuery, schema_json
+from protocol.registry import INSTRUCTIONS
 from protocol.packing import Layout, PackingError, layout_of, pack, unpack
 from models.run_config import RunConfig
 
@@ -47,6 +49,9 @@ def run_work(kind: str, content: RecordDict, node_config: Mapping[str, Any]) -> 
     if kind == TRAIN:
         assert isinstance(instruction, Train)
         return _train(site, instruction, content, store)
+    if kind == CLINICAL:
+        assert isinstance(instruction, ClinicalQuery)
+        return _clinical(site, instruction, store)
     assert kind == EVALUATE and isinstance(instruction, Evaluate)
     return _evaluate(site, instruction, content, store)
 
@@ -151,3 +156,15 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
         model = model_for(message.run, _model_state(content, EVALUATE, message.run))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
     return EvaluateReply(metrics).to_content()
+
+
+def _clinical(site: LocalSite, query: ClinicalQuery, store: ModelStore) -> RecordDict:
+    """Answer a clinical job: the site's schema, or sums over its cases (``client/clinical_work.py``)."""
+    from flwr.app import ConfigRecord, MetricRecord
+
+    from client.clinical_work import clinical_metrics, schema
+    from protocol.messages import METRICS
+
+    if query.job == "schema":
+        return RecordDict({SCHEMA: ConfigRecord({"variables": schema_json(schema(site.config))})})
+    return RecordDict({METRICS: MetricRecord(clinical_metrics(site, query, store))})

@@ -108,19 +108,34 @@ FoldStatistics = Callable[[int, bool], Statistics]
 """``fold(k, held_out)``: the federation's statistics on every site's fold k (``held_out``) or on its other folds."""
 
 
-def cross_validated_lasso(fold: FoldStatistics, full: Statistics, names: Sequence[str], k: int, n_lambdas: int = 20, ratio: float = 1e-3) -> LassoPath:
-    """Choose the penalty on a log-spaced path below ``lambda_max`` by K-fold CV deviance; refit on all rows with it."""
+def fold_deviance(train: Statistics, held: Statistics, names: Sequence[str], lambdas: np.ndarray) -> np.ndarray:
+    """One fold's held-out deviance per case along the path (warm starts from the largest penalty down)."""
+    out = np.zeros(lambdas.size)
+    start = None
+    columns = list(range(len(names)))
+    for i, lam in enumerate(lambdas):
+        fit = fit_lasso(train, names, lam, start)
+        start = fit.coef
+        test = held(fit.coef, columns)
+        out[i] = -2.0 * test.loglik / max(test.n, 1)
+    return out
+
+
+FoldMap = Callable[[Callable[[int], np.ndarray], range], Sequence[np.ndarray]]
+
+
+def cross_validated_lasso(
+    fold: FoldStatistics, full: Statistics, names: Sequence[str], k: int, n_lambdas: int = 20, ratio: float = 1e-3, map_folds: FoldMap | None = None,
+) -> LassoPath:
+    """Choose the penalty on a log-spaced path below ``lambda_max`` by K-fold CV deviance; refit on all rows with it.
+
+    ``map_folds(work, range(k))`` runs each fold's path (default: one after the other); the
+    federation runs them in lockstep so that each round of messages serves every fold.
+    """
     top = lambda_max(full, names)
     lambdas = top * np.logspace(0, np.log10(ratio), n_lambdas)
-    deviance = np.zeros(n_lambdas)
-    columns = list(range(len(names)))
-    for fold_index in range(k):
-        train, held = fold(fold_index, False), fold(fold_index, True)
-        start = None
-        for i, lam in enumerate(lambdas):  # warm starts along the path
-            fit = fit_lasso(train, names, lam, start)
-            start = fit.coef
-            test = held(fit.coef, columns)
-            deviance[i] += -2.0 * test.loglik / max(test.n, 1) / k
+    work = lambda i: fold_deviance(fold(i, False), fold(i, True), names, lambdas)  # noqa: E731
+    per_fold = list((map_folds or (lambda f, r: [f(i) for i in r]))(work, range(k)))
+    deviance = np.mean(per_fold, axis=0)
     chosen = float(lambdas[int(np.argmin(deviance))])
     return LassoPath(lambdas, deviance, chosen, fit_lasso(full, names, chosen))

@@ -69,6 +69,13 @@ class RunConfig:
     sim_sites_dir: str = "phantom/demo"
     enrolment: str = ""  # set by axilla-server: the study's node id -> enrolled site and role (server/enrolment.py)
     baselines: bool = True
+    clinical: str = "off"  # off | combined (seed 000: signature + clinical nomogram) | fusion (seed 004: selection, single, pre- and post-fusion)
+    clinical_variables: str = ""  # comma list of clinical columns to model ('': every column every training site types)
+    clinical_screen_p: float = 0.05  # univariable p below which a variable enters the multivariable step (1: all)
+    clinical_max_vif: float = 10.0  # variables above it are dropped, highest first, before backward selection (combined)
+    clinical_prune_r: float = 0.75  # |Pearson r| above which the less significant of two features is dropped (fusion)
+    clinical_folds: int = 5  # site-stratified folds choosing the LASSO penalty (fusion)
+    readers: str = ""  # comma list of manifest columns holding radiologists' binary calls or ordinal scores (BI-RADS)
 
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
@@ -83,6 +90,7 @@ class RunConfig:
             "lesion-crop": ("none", "mask", "predicted"),
             "model-variant": ("auto", "standard", "dp-compatible"),
             "central-dp": ("off", "server-clipping", "client-clipping"),
+            "clinical": ("off", "combined", "fusion"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
@@ -101,6 +109,10 @@ class RunConfig:
             raise RunConfigError("run config 'central-dp-noise-multiplier' and 'central-dp-clipping-norm' must be > 0, 'central-dp-delta' in (0, 1)")
         if self.central_dp_max_epsilon < 0:
             raise RunConfigError(f"run config 'central-dp-max-epsilon' must be >= 0 (0: no cap), got {self.central_dp_max_epsilon}")
+        if not (0 < self.clinical_screen_p <= 1 and self.clinical_max_vif > 1 and 0 < self.clinical_prune_r <= 1 and self.clinical_folds >= 2):
+            raise RunConfigError(
+                "run config 'clinical-screen-p' must lie in (0, 1], 'clinical-max-vif' be > 1, 'clinical-prune-r' lie in (0, 1] and 'clinical-folds' be >= 2"
+            )
         if not 0.0 <= self.seg_loss_weight <= 1.0:
             raise RunConfigError(f"run config 'seg-loss-weight' must lie in [0, 1], got {self.seg_loss_weight}")
         for name in (self.segmenter, *self.segmenter_list):

@@ -266,12 +266,3 @@ class EvaluateReply:
         if METRICS not in content.metric_records:
             raise ProtocolError(f"a reply must carry the '{METRICS}' record")
         return cls(dict(content.metric_records[METRICS]))
-
-
-# What may leave a site, by the kind of message answered: record name -> record type.
-REPLY_RECORDS: dict[str, dict[str, type]] = {
-    QUERY: {SITE: ConfigRecord},
-    TRAIN: {ARRAYS: ArrayRecord, METRICS: MetricRecord},
-    EVALUATE: {METRICS: MetricRecord},
-}
-INSTRUCTIONS: dict[str, type[Instruction]] = {cls.kind: cls for cls in (Describe, Train, Evaluate)}

@@ -69,7 +69,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     else:
         run_dir.note_resume(start.completed_rounds, list(sites.values()), excluded)
     try:
-        run_plan(grid, plan, sites, run_dir, excluded, start, explain=True)
+        run_plan(grid, plan, sites, run_dir, excluded, start, explain=True, clinical=True)
     except CentralDPError as err:
         raise FederationError(str(err)) from err
     except TooFewSitesError as err:
@@ -136,12 +136,14 @@ def run_plan(
     excluded: Mapping[str, str] | None = None,
     start: ResumePoint | None = None,
     explain: bool = False,
+    clinical: bool = False,
 ) -> dict[str, ArrayRecord]:
     """Train and evaluate the plan's stages in order; return each stage's final model by stage name.
 
     Rounds are numbered across stages, so a resumed run (``start``) skips the stages whose last
     round is checkpointed and continues the one it stopped in. ``explain`` writes Grad-CAM
-    overlays at the sites during the final test evaluation.
+    overlays at the sites during the final test evaluation; ``clinical`` then fits the run's clinical
+    models on the final model's signature (``server/clinical_stage.py``; the federated model only).
     """
     done = start.completed_rounds if start is not None else 0
     courier = Courier()
@@ -161,6 +163,10 @@ def run_plan(
             final_evaluation(grid, stage, sites, final, run_dir, courier, models, explain)
     if len(plan.stages) > 1:
         run_dir.save_checkpoint(run_dir.stage_checkpoint("final"), final)
+    if clinical:
+        from server.clinical_stage import clinical_stage  # imports server.federation: late
+
+        clinical_stage(grid, plan, sites, run_dir, courier, models)
     return models
 
 
