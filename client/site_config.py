@@ -102,6 +102,7 @@ def site_config_mapping(site: str, role: str, crop: str = "auto") -> dict[str, A
         "compute": {"device": "auto", "batch_size": 16, "num_workers": 0},
         "privacy": {
             "share_case_predictions": False,
+            "min_cell_count": 5,
             "dp": {"enabled": False, "target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0},
         },
         "output_dir": "output",

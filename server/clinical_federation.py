@@ -126,9 +126,11 @@ class ClinicalFederation:
                 failed[site.name] = f"malformed schema: {err}"
         return out, failed
 
-    def summed(self, job: str, split: str, spec: Spec) -> dict[str, np.ndarray]:
-        """A statistics job's metrics summed over the training sites (strict)."""
+    def summed(self, job: str, split: str, spec: Spec, by_site: dict[str, dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
+        """A statistics job's metrics summed over the training sites (strict); each site's own go to ``by_site`` when given."""
         got, _ = self.ask(job, split, spec, self.trainers, strict=True)
+        if by_site is not None:
+            by_site.update(got)
         total: dict[str, np.ndarray] = {}
         for metrics in got.values():
             for key, value in metrics.items():

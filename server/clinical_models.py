@@ -9,7 +9,7 @@ Every function takes a ``ClinicalFederation`` (or anything with its ``lockstep``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from models.federated_lasso import cross_validated_lasso
 from models.federated_logit import INTERCEPT, LogitFit, SeparationError, fit_logit
 from protocol.clinical import SIGNATURE, Design, Spec, Variable
 from server.clinical_federation import ClinicalFederation, Source, statistics_of
+from server.clinical_schema import ClinicalError
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,12 @@ def univariable(fed: ClinicalFederation, design: Design) -> dict[str, Any]:
     return out
 
 
-def design_moments(fed: ClinicalFederation, design: Design) -> dict[int, CrossMoments]:
-    """The training sites' summed cross moments of the design, per label group."""
-    total = fed.summed("moments", "train", Spec(design=design))
+def design_moments(fed: ClinicalFederation, design: Design, counts: dict[str, tuple[int, int]] | None = None) -> dict[int, CrossMoments]:
+    """The training sites' summed cross moments of the design, per label group; each site's complete cases (N0, N+) go to ``counts``."""
+    by_site: dict[str, dict[str, Any]] = {}
+    total = fed.summed("moments", "train", Spec(design=design), by_site)
+    if counts is not None:
+        counts.update({site: (int(m["g0/n"]), int(m["g1/n"])) for site, m in by_site.items()})
     p = design.width
     return {g: CrossMoments(int(total[f"g{g}/n"]), total[f"g{g}/sum"], total[f"g{g}/cross"].reshape(p, p)) for g in (0, 1)}
 
@@ -167,6 +171,22 @@ def raw_coefficients(std: Design, columns: Sequence[int], coef: np.ndarray) -> n
     raw = coef / sd
     raw[0] = coef[0] - float(np.sum(coef[1:] * mean[1:] / sd[1:]))
     return raw
+
+
+def cv_folds(counts: Mapping[str, tuple[int, int]], wanted: int, min_cell: int) -> int:
+    """The most folds, at most ``wanted``, whose smallest held-out fold at every site keeps ``min_cell`` complete cases.
+
+    Folds are dealt in turn within each label (``client/clinical_work.folds_of``), so a site's smallest fold
+    holds floor(N0/K) + floor(N+/K) cases; a site refuses statistics on fewer than its small-cell count.
+    """
+    for k in range(wanted, 1, -1):
+        if all(n0 // k + n1 // k >= min_cell for n0, n1 in counts.values()):
+            return k
+    small = min(counts, key=lambda s: sum(counts[s]))
+    raise ClinicalError(
+        f"site {small} has {sum(counts[small])} complete training case(s) ({counts[small][1]} N+): too few for 2-fold "
+        f"cross-validation with folds of at least {min_cell} cases (the largest privacy.min_cell_count among the sites)"
+    )
 
 
 def lasso_selection(fed: ClinicalFederation, design: Design, moments: dict[int, CrossMoments], kept: Sequence[int], folds: int) -> dict[str, Any]:

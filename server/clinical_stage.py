@@ -35,7 +35,7 @@ from models.stages import Plan
 from protocol.clinical import SIGNATURE, Design, Fit, LinearScore, Spec, Variable
 from server.clinical_federation import SIGNATURE_MODEL, ClinicalFederation, SiteFailure
 from server.clinical_models import (
-    design_moments, fit_rows, lasso_selection, multivariable, refit, univariable, univariate_tests,
+    cv_folds, design_moments, fit_rows, lasso_selection, multivariable, refit, univariable, univariate_tests,
 )  # fmt: skip
 from server.clinical_schema import ClinicalError, harmonise, reader_variables
 from server.federation import Courier, Grid
@@ -59,9 +59,11 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
         return
     fed = ClinicalFederation(grid, sites, last.cfg, courier, {**models, SIGNATURE_MODEL: models[last.name]}, last.crop_with)
     excluded: dict[str, str] = {}
+    result: dict[str, Any] = {}
     while True:
+        result.clear()
         try:
-            result = _fit(fed, cfg, excluded)
+            _fit(fed, cfg, excluded, result)
             _evaluate(fed, cfg, run_dir, result)
             break
         except SiteFailure as err:
@@ -69,14 +71,14 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
             excluded[err.site] = err.reason
             fed.exclude(err.site)
             if sum(s.trains for s in fed.sites.values()) < cfg.min_train_sites:
-                result = {"stopped": f"fewer than min-train-sites={cfg.min_train_sites} training sites answered the clinical jobs"}
+                result["stopped"] = f"fewer than min-train-sites={cfg.min_train_sites} training sites answered the clinical jobs"
                 break
         except (ClinicalError, SeparationError) as err:
             logger.error("clinical models stopped: %s", err)
-            result = {"stopped": str(err)}
+            result["stopped"] = str(err)  # what was fitted before stays in the record
             break
-    result.pop("_models", None)
-    result.pop("_design", None)
+    for private in [k for k in result if k.startswith("_")]:
+        result.pop(private)
     result |= {"mode": cfg.clinical, "excluded": excluded, "message_rounds": fed.rounds, "signature": SIGNATURE_TEXT}
     (run_dir.path / "clinical.json").write_text(json.dumps(result, indent=1, default=_plain) + "\n", encoding="utf-8")
     logger.info("clinical models (%s): %d message rounds; %s", cfg.clinical, fed.rounds, result.get("stopped", "done"))
@@ -94,8 +96,8 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str]) -> dict[str, Any]:
-    """Schema, harmonisation, Table 1 and the mode's models (``_models`` and ``_design``: what ``_evaluate`` evaluates)."""
+def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out: dict[str, Any]) -> None:
+    """Schema, harmonisation, Table 1 and the mode's models into ``out`` (``_models`` and ``_design``: what ``_evaluate`` evaluates)."""
     schemas, failed = fed.schemas()
     for site, why in failed.items():
         if any(s.name == site and s.trains for s in fed.sites.values()):
@@ -107,18 +109,20 @@ def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str]) -> d
     harmonised = harmonise(schemas, trainers, _names(cfg.clinical_variables), readers_wanted)
     readers, reader_notes = reader_variables(schemas, readers_wanted) if readers_wanted else ((), [])
     variables = harmonised.variables
-    out: dict[str, Any] = {
+    out |= {
         "variables": [v.to_dict() for v in variables], "readers": [r.to_dict() for r in readers], "notes": harmonised.notes + reader_notes,
         "fit_split": "train", "training_sites": trainers,
     }  # fmt: skip
     out["table1"] = table1(fed, variables)
     design = Design(variables, signature=True)
-    moments = design_moments(fed, design)
+    counts: dict[str, tuple[int, int]] = {}
+    moments = design_moments(fed, design, counts)
+    out["_counts"] = counts
     out["univariable"] = univariable(fed, design)
     fitted = (_combined if cfg.clinical == "combined" else _fusion)(fed, cfg, design, moments, out)
+    out.pop("_counts", None)
     out["_models"], out["_design"] = fitted, out.pop("_eval_design", design)
     out["_readers"] = readers
-    return out
 
 
 def _combined(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: Any, out: dict[str, Any]) -> dict[str, Model]:
@@ -148,7 +152,10 @@ def _fusion(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: An
     if not kept_names:
         raise ClinicalError(f"no feature has a univariate p below {cfg.clinical_screen_p} (run config 'clinical-screen-p')")
     kept = [names.index(n) for n in kept_names]
-    lasso = lasso_selection(fed, design, moments, kept, cfg.clinical_folds)
+    folds = cv_folds(out.pop("_counts"), cfg.clinical_folds, out["table1"]["small_cell"])
+    if folds < cfg.clinical_folds:
+        out["notes"].append(f"LASSO cross-validation in {folds} folds, not clinical-folds={cfg.clinical_folds}: a site's smallest fold would hold fewer than {out['table1']['small_cell']} cases")
+    lasso = lasso_selection(fed, design, moments, kept, folds)
     selected = lasso["selected"] or [kept_names[0]]
     out["selection"] = {
         "tests": tests, "screened": [names[j] for j in screened], "pruned": [{"dropped": a, "kept": b, "r": r} for a, b, r in pruned],

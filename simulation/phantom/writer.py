@@ -16,19 +16,19 @@ from PIL import Image
 
 from client.site_config import site_config_mapping
 from simulation.phantom.dicom import write_dicom
-from simulation.phantom.features import FEATURE_COLUMNS, Features, draw_features, lesion_features
+from simulation.phantom.features import FEATURE_COLUMNS, HISTOLOGIC_TYPES, Features, draw_features, lesion_features
 from simulation.phantom.presets import PRESETS, Preset, SiteSpec
 from simulation.phantom.render import SiteGeometry, render_case
-from simulation.phantom.risk import bayes_auc, draw_labels, true_risk
+from simulation.phantom.risk import bayes_auc, draw_labels, reader_reads, true_risk
 
 logger = logging.getLogger(__name__)
 
 TRUTH_DIR = "_truth"
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "label", "image", "mask", "scanner", "age", "tumor_size_mm", "er", "pr", "her2",
-    "ki67", "histologic_type", "histologic_grade",
+    "ki67", "histologic_type", "histologic_grade", "reader_score", "reader_call",
 )
-_FEATURE_STREAM, _LABEL_STREAM, _NOISE_STREAM = 1, 2, 3
+_FEATURE_STREAM, _LABEL_STREAM, _NOISE_STREAM, _READER_STREAM = 1, 2, 3, 4
 
 
 @dataclass
@@ -102,9 +102,18 @@ def draw_cohort(preset: Preset | str, seed: int = 0, *, flip_labels: bool = Fals
     return cohorts
 
 
+CLINICAL_TYPES: dict[str, object] = {
+    "age": "continuous", "tumor_size_mm": "continuous", "er": "binary", "pr": "binary", "her2": "binary", "ki67": "continuous",
+    "histologic_type": {"categorical": list(HISTOLOGIC_TYPES)}, "histologic_grade": {"ordinal": ["1", "2", "3"]},
+    "reader_score": {"ordinal": ["2", "3", "4", "5"]}, "reader_call": "binary",
+}  # fmt: skip  # the site config's data.clinical: every clinical and reader column typed, IDC the reference type
+
+
 def _site_yaml(site: SiteSpec) -> str:
-    """Return the text of the site's ``site.yaml`` (the site-config contract)."""
-    return yaml.safe_dump(site_config_mapping(site.name, site.role), sort_keys=False, default_flow_style=None)
+    """Return the text of the site's ``site.yaml`` (the site-config contract), its clinical columns declared."""
+    mapping = site_config_mapping(site.name, site.role)
+    mapping["data"]["clinical"] = CLINICAL_TYPES
+    return yaml.safe_dump(mapping, sort_keys=False, default_flow_style=None)
 
 
 def _fmt(value: object) -> str:
@@ -129,6 +138,7 @@ def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> 
     (folder / "site.yaml").write_text(_site_yaml(site), encoding="utf-8")
     geometry = SiteGeometry.build(scanner, site.name)
     rows = []
+    reader_score, reader_call = reader_reads(cohort.features, site_rng(preset, site, seed, _READER_STREAM))
     for i, case_id in enumerate(cohort.case_ids):
         lesion = lesion_features(cohort.features, i)
         rendered = render_case(lesion, geometry, site_rng(preset, site, seed, _NOISE_STREAM, i))
@@ -146,7 +156,7 @@ def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> 
         rows.append([case_id, int(cohort.labels[i]), image_rel, mask_rel, f"{scanner.manufacturer} {scanner.model}",
                      int(f["age"][i]), f"{f['tumor_size_mm'][i]:.1f}", int(f["er"][i]), int(f["pr"][i]),
                      int(f["her2"][i]), int(f["ki67"][i]), str(f["histologic_type"][i]),
-                     int(f["histologic_grade"][i])])
+                     int(f["histologic_grade"][i]), int(reader_score[i]), int(reader_call[i])])
     with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(MANIFEST_COLUMNS)
