@@ -15,6 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
+from evaluation.clinical_report import nomogram_figure
+
 FIGSIZE = (6.0, 4.5)
 DPI = 100
 _FIXED = {"federated": "#1f77b4", "pooled": "#ff7f0e"}
@@ -200,6 +202,8 @@ def report_figures(report: dict[str, Any]) -> dict[str, bytes]:
         out[figure_name("calibration", site, split)] = calibration_figure(site, split, group, colors=colors)
         out[figure_name("decision", site, split)] = decision_figure(site, split, group, colors=colors)
     out["auc_heatmap_test.png"] = auc_heatmap(report, "test")
+    if report.get("clinical"):
+        out |= nomogram_figure(report["clinical"])
     return out
 
 

@@ -7,6 +7,7 @@ import math
 from html import escape
 from typing import Any
 
+from evaluation.clinical_report import NOMOGRAM, clinical_html
 from evaluation.figures import figure_name, model_order, report_sites, safe_name, split_rank
 
 _CSS = """
@@ -60,6 +61,8 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
         heatmap = _figure(HEATMAP, figures[HEATMAP], "AUC by site and model (test split)", wide=True)
         parts.append(f'<div class="figs">{heatmap}</div>')
     parts.append(_segmentation_section(report))
+    parts.append(clinical_html(report, figures, _figure))
+    used.add(NOMOGRAM)
     for site in sites:
         parts.append(_site_section(report, site, figures, used))
     others = [name for name in figures if name not in used]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from models.federated_logit import INTERCEPT, LogitFit
+from models.federated_logit import INTERCEPT
 
 MAX_POINTS = 100.0
 
@@ -30,6 +30,14 @@ class Scale:
     points_low: float
     points_high: float
     binary: bool = False  # a 0/1 variable: ticks at its two values only
+    labels: tuple[str, ...] = ()  # an ordinal's levels: ticks at ranks 0, 1, ... labelled with them
+
+    def ticks(self) -> list[tuple[float, str]]:
+        """The axis ticks as (points, label)."""
+        if self.labels:
+            return [(self.points(float(i)), label) for i, label in enumerate(self.labels)]
+        values = (0.0, 1.0) if self.binary else np.linspace(self.low, self.high, 5)
+        return [(self.points(v), "yes" if self.binary and v else "no" if self.binary else f"{v:.3g}") for v in values]
 
     def points(self, value: float) -> float:
         """The points of one value (linear between the ends)."""
@@ -53,16 +61,22 @@ class Nomogram:
         return sum(scale.points(values[scale.name]) for scale in self.scales)
 
 
-def build_nomogram(fit: LogitFit, ranges: Mapping[str, tuple[float, float]], binary: Collection[str] = ()) -> Nomogram:
-    """The nomogram of ``fit`` over each variable's value range; ``binary`` variables range over (0, 1)."""
-    coef = dict(zip(fit.names, fit.coef))
-    variables = [n for n in fit.names if n != INTERCEPT]
+def build_nomogram(
+    coef: Mapping[str, float], ranges: Mapping[str, tuple[float, float]], binary: Collection[str] = (), levels: Mapping[str, Sequence[str]] | None = None
+) -> Nomogram:
+    """The nomogram of a fitted model's coefficients (intercept under ``INTERCEPT``) over each variable's value range.
+
+    ``binary`` variables (0/1, such as a categorical level's indicator) range over (0, 1); an ordinal in
+    ``levels`` ranges over its ranks with the levels as tick labels.
+    """
+    levels = levels or {}
+    variables = [n for n in coef if n != INTERCEPT]
     missing = [n for n in variables if n not in ranges and n not in binary]
     if missing:
         raise ValueError(f"nomogram: no value range for {', '.join(missing)}")
     span_of = {n: 1.0 if n in binary else ranges[n][1] - ranges[n][0] for n in variables}
     effects = {n: abs(coef[n]) * span_of[n] for n in variables}
-    largest = max(effects.values())
+    largest = max(effects.values(), default=0.0)
     if largest <= 0:
         raise ValueError("nomogram: every variable has zero effect over its range")
     per_point = largest / MAX_POINTS
@@ -71,7 +85,7 @@ def build_nomogram(fit: LogitFit, ranges: Mapping[str, tuple[float, float]], bin
         low, high = (0.0, 1.0) if name in binary else ranges[name]
         span = effects[name] / per_point
         rising = coef[name] >= 0
-        scales.append(Scale(name, low, high, 0.0 if rising else span, span if rising else 0.0, name in binary))
+        scales.append(Scale(name, low, high, 0.0 if rising else span, span if rising else 0.0, name in binary, tuple(levels.get(name, ()))))
         offset += coef[name] * (low if rising else high)  # the value scored 0 points
     return Nomogram(tuple(scales), per_point, offset)
 
@@ -88,9 +102,7 @@ def nomogram_png(nomogram: Nomogram, title: str = "Nomogram") -> bytes:
     total_max = sum(max(s.points_low, s.points_high) for s in nomogram.scales)
     _axis(ax, rows - 1, "Points", 0, MAX_POINTS, [(p, f"{p:g}") for p in np.linspace(0, MAX_POINTS, 11)])
     for i, scale in enumerate(nomogram.scales):
-        values = (0.0, 1.0) if scale.binary else np.linspace(scale.low, scale.high, 5)
-        ticks = [(scale.points(v), f"{v:.3g}") for v in values]
-        _axis(ax, rows - 2 - i, scale.name, min(scale.points_low, scale.points_high), max(scale.points_low, scale.points_high), ticks)
+        _axis(ax, rows - 2 - i, scale.name, min(scale.points_low, scale.points_high), max(scale.points_low, scale.points_high), scale.ticks())
     scale_total = MAX_POINTS / max(total_max, 1e-9)
     _axis(ax, 1, "Total points", 0, total_max * scale_total, [(t * scale_total, f"{t:.0f}") for t in np.linspace(0, total_max, 6)])
     ticks = []

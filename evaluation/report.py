@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evaluation.clinical_report import clinical_markdown, clinical_section
 from evaluation.figures import report_figures
 from evaluation.html import endpoint_text, render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
@@ -81,6 +82,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     ]
     if missing:
         report["missing"] = missing
+    clinical = clinical_section(run_dir)
+    if clinical:
+        report["clinical"] = clinical
     phantom = run_dir / "phantom.json"
     if phantom.exists():
         report["phantom"] = json.loads(phantom.read_text(encoding="utf-8"))
@@ -173,9 +177,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             out.append(f"| {r['model']} | {r['n']} | {auc} | " + " | ".join(cells) + " |")
         compared = [c for c in report.get("comparisons", []) if c["site"] == site and c["split"] == "test"]
         if compared:
-            out += ["", "| federated vs | DeLong p | NRI | IDI |", "|---|---:|---:|---:|"]
-            out += [f"| {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
+            out += ["", "| model | vs | DeLong p | NRI | IDI |", "|---|---|---:|---:|---:|"]
+            out += [f"| {c['model_a']} | {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     out += _segmentation_markdown(report)
+    out += clinical_markdown(report)
     out += privacy_markdown(report)
     if report.get("missing"):
         out += ["", "## Missing replies", ""] + [

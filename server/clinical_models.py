@@ -173,19 +173,19 @@ def raw_coefficients(std: Design, columns: Sequence[int], coef: np.ndarray) -> n
     return raw
 
 
-def cv_folds(counts: Mapping[str, tuple[int, int]], wanted: int, min_cell: int) -> int:
-    """The most folds, at most ``wanted``, whose smallest held-out fold at every site keeps ``min_cell`` complete cases.
+def cv_folds(counts: Mapping[str, tuple[int, int]], wanted: int, min_cell: Mapping[str, int]) -> int:
+    """The most folds, at most ``wanted``, whose smallest held-out fold at every site keeps that site's ``min_cell`` cases.
 
     Folds are dealt in turn within each label (``client/clinical_work.folds_of``), so a site's smallest fold
     holds floor(N0/K) + floor(N+/K) cases; a site refuses statistics on fewer than its small-cell count.
     """
     for k in range(wanted, 1, -1):
-        if all(n0 // k + n1 // k >= min_cell for n0, n1 in counts.values()):
+        if all(n0 // k + n1 // k >= min_cell.get(site, 1) for site, (n0, n1) in counts.items()):
             return k
-    small = min(counts, key=lambda s: sum(counts[s]))
+    small = min(counts, key=lambda s: sum(counts[s]) - 2 * min_cell.get(s, 1))
     raise ClinicalError(
         f"site {small} has {sum(counts[small])} complete training case(s) ({counts[small][1]} N+): too few for 2-fold "
-        f"cross-validation with folds of at least {min_cell} cases (the largest privacy.min_cell_count among the sites)"
+        f"cross-validation with folds of at least its privacy.min_cell_count={min_cell.get(small, 1)} cases"
     )
 
 

@@ -152,37 +152,42 @@ def _fusion(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: An
     if not kept_names:
         raise ClinicalError(f"no feature has a univariate p below {cfg.clinical_screen_p} (run config 'clinical-screen-p')")
     kept = [names.index(n) for n in kept_names]
-    folds = cv_folds(out.pop("_counts"), cfg.clinical_folds, out["table1"]["small_cell"])
+    folds = cv_folds(out.pop("_counts"), cfg.clinical_folds, out["table1"]["min_cell_count"])
     if folds < cfg.clinical_folds:
-        out["notes"].append(f"LASSO cross-validation in {folds} folds, not clinical-folds={cfg.clinical_folds}: a site's smallest fold would hold fewer than {out['table1']['small_cell']} cases")
+        out["notes"].append(f"LASSO cross-validation in {folds} folds, not clinical-folds={cfg.clinical_folds}: a site's smallest fold would hold fewer cases than its privacy.min_cell_count")
     lasso = lasso_selection(fed, design, moments, kept, folds)
     selected = lasso["selected"] or [kept_names[0]]
     out["selection"] = {
         "tests": tests, "screened": [names[j] for j in screened], "pruned": [{"dropped": a, "kept": b, "r": r} for a, b, r in pruned],
-        "lasso": lasso, "selected": selected,
+        "lasso": lasso, "selected": selected, "screen_p": cfg.clinical_screen_p, "prune_r": cfg.clinical_prune_r, "folds": folds,
         "counts": {"start": len(names) - 1, "univariate": len(screened), "correlation": len(kept), "lasso": len(lasso["selected"])},
     }  # fmt: skip
     fits: dict[str, LogitFit] = {}
     clinical_columns = [n for n in selected if n != SIGNATURE]
     notes = out["notes"]
+
+    def fit(name: str, on: Design, columns: list[str]) -> None:
+        """An unpenalised refit; one that separates is named in the notes and left out, the others go on."""
+        try:
+            fits[name] = refit(fed, on, columns)
+        except SeparationError as err:
+            notes.append(f"{name} model not fitted: {err}")
+
     if clinical_columns:
-        fits["clinical"] = refit(fed, design, clinical_columns)
+        fit("clinical", design, clinical_columns)
     else:
         notes.append("the LASSO kept no clinical column: no clinical single model")
-    fits["deep"] = refit(fed, design, [SIGNATURE])
-    try:
-        fits["pre-fusion"] = refit(fed, design, selected)
-    except SeparationError as err:
-        notes.append(f"pre-fusion: {err}")
+    fit("deep", design, [SIGNATURE])
+    fit("pre-fusion", design, selected)
     scores = tuple(LinearScore(name, design, *_model(design, fits[name])) for name in ("clinical", "deep") if name in fits)
     eval_design = Design(design.variables, True, scores)
-    models = {name: _model(eval_design, fit) for name, fit in fits.items()}
     if len(scores) == 2:
-        post = refit(fed, Design(design.variables, True, scores), [f"score:{s.name}" for s in scores])
-        fits["post-fusion"] = post
-        models["post-fusion"] = _model(eval_design, post)
+        fit("post-fusion", eval_design, [f"score:{s.name}" for s in scores])
     else:
-        notes.append("post-fusion needs two single models: not fitted")
+        notes.append("post-fusion needs both single models (clinical and deep): not fitted")
+    if not fits:
+        raise ClinicalError("no fusion-stage model could be fitted (see the notes)")
+    models = {name: _model(eval_design, f) for name, f in fits.items()}
     out["models"] = {name: fit_rows(fit) for name, fit in fits.items()}
     out["_eval_design"] = eval_design
     return models
@@ -230,7 +235,8 @@ def table1(fed: ClinicalFederation, variables: tuple[Variable, ...]) -> dict[str
             sd = float(np.sqrt(max(total[2] / max(total[0], 1) - mean**2, 1e-12)))
             edges[v.name] = tuple(float(e) for e in np.linspace(mean - 4 * sd, mean + 4 * sd, BINS + 1))
     got, failed2 = fed.ask("table1", "all", Spec(variables=variables, edges=edges), fed.sites, strict=False)
-    k = max(int(m.get("min_cell_count", 5)) for m in got.values())
+    k_by_site = {site: int(m["min_cell_count"]) for site, m in got.items()}
+    k = max(k_by_site.values())  # the pooled columns follow the strictest site's rule
     rows = []
     for v in variables:
         missing = {site: int(sum(m[f"{v.name}|{g}/missing"] for g in (0, 1))) for site, m in got.items()}
@@ -245,7 +251,7 @@ def table1(fed: ClinicalFederation, variables: tuple[Variable, ...]) -> dict[str
             row = categorical_rows(v.name, counts, v.levels, k)
             row["type"] = v.kind
         rows.append(row | {"missing": missing})
-    return {"rows": rows, "small_cell": k, "sites": list(got), "failed": {**failed, **failed2}, "continuous": f"mean +/- SD exact; median [IQR] from {BINS} fixed bins over the pooled mean +/- 4 SD"}
+    return {"rows": rows, "small_cell": k, "min_cell_count": k_by_site, "sites": list(got), "failed": {**failed, **failed2}, "continuous": f"mean +/- SD exact; median [IQR] from {BINS} fixed bins over the pooled mean +/- 4 SD"}
 
 
 def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, result: dict[str, Any]) -> None:

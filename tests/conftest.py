@@ -83,8 +83,12 @@ def make_site(
     rows: Callable[[list[dict[str, str]]], None] | None = None,
     extra_yaml: str = "",
     masks: bool = False,
+    data_yaml: str = "",
 ) -> Path:
-    """Write ``root/name/{site.yaml, manifest.csv, images/}`` (and ``masks/``); ``rows`` may edit the manifest rows first."""
+    """Write ``root/name/{site.yaml, manifest.csv, images/}`` (and ``masks/``); ``rows`` may edit the manifest rows first.
+
+    ``data_yaml`` goes under ``data:`` (lines indented two spaces), ``extra_yaml`` at the top level.
+    """
     rng = np.random.default_rng(seed)
     folder = root / name
     records = []
@@ -112,7 +116,7 @@ def make_site(
         writer.writeheader()
         writer.writerows(records)
     (folder / "site.yaml").write_text(
-        f"site: {name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n"
+        f"site: {name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n{data_yaml}"
         f"compute: {{device: cpu, batch_size: 8, num_workers: 0}}\noutput_dir: output\n{extra_yaml}"
     )
     return folder / "site.yaml"
