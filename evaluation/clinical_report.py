@@ -38,7 +38,7 @@ def nomogram_figure(clinical: dict[str, Any]) -> dict[str, bytes]:
     if not spec:
         return {}
     ranges = {name: (low, high) for name, (low, high) in spec["ranges"].items()}
-    nomogram = build_nomogram(spec["coef"], ranges, spec["binary"], spec["levels"])
+    nomogram = build_nomogram(spec["coef"], ranges, spec["binary"], spec["levels"], spec.get("categorical"))
     return {NOMOGRAM: nomogram_png(nomogram, f"Nomogram of the {spec['model']} model (federated fit)")}
 
 

@@ -31,16 +31,22 @@ class Scale:
     points_high: float
     binary: bool = False  # a 0/1 variable: ticks at its two values only
     labels: tuple[str, ...] = ()  # an ordinal's levels: ticks at ranks 0, 1, ... labelled with them
+    level_points: tuple[tuple[str, float], ...] = ()  # a categorical variable: each level's points (its value is the level)
 
     def ticks(self) -> list[tuple[float, str]]:
         """The axis ticks as (points, label)."""
+        if self.level_points:
+            return [(points, level) for level, points in self.level_points]
         if self.labels:
             return [(self.points(float(i)), label) for i, label in enumerate(self.labels)]
         values = (0.0, 1.0) if self.binary else np.linspace(self.low, self.high, 5)
         return [(self.points(v), "yes" if self.binary and v else "no" if self.binary else f"{v:.3g}") for v in values]
 
-    def points(self, value: float) -> float:
-        """The points of one value (linear between the ends)."""
+    def points(self, value: float | str) -> float:
+        """The points of one value (linear between the ends; a categorical variable's level: its own points)."""
+        if self.level_points:
+            return dict(self.level_points)[str(value)]
+        assert not isinstance(value, str)
         return self.points_low + (value - self.low) / (self.high - self.low) * (self.points_high - self.points_low)
 
 
@@ -56,26 +62,33 @@ class Nomogram:
         """The predicted probability at a total of points."""
         return 1.0 / (1.0 + math.exp(-(self.offset + self.per_point * total_points)))
 
-    def total_points(self, values: Mapping[str, float]) -> float:
+    def total_points(self, values: Mapping[str, float | str]) -> float:
         """A case's total points."""
         return sum(scale.points(values[scale.name]) for scale in self.scales)
 
 
 def build_nomogram(
-    coef: Mapping[str, float], ranges: Mapping[str, tuple[float, float]], binary: Collection[str] = (), levels: Mapping[str, Sequence[str]] | None = None
+    coef: Mapping[str, float],
+    ranges: Mapping[str, tuple[float, float]],
+    binary: Collection[str] = (),
+    levels: Mapping[str, Sequence[str]] | None = None,
+    categorical: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> Nomogram:
     """The nomogram of a fitted model's coefficients (intercept under ``INTERCEPT``) over each variable's value range.
 
-    ``binary`` variables (0/1, such as a categorical level's indicator) range over (0, 1); an ordinal in
-    ``levels`` ranges over its ranks with the levels as tick labels.
+    ``binary`` variables (0/1) range over (0, 1); an ordinal in ``levels`` ranges over its ranks with the
+    levels as tick labels; a ``categorical`` variable maps each level to its indicator column (None for the
+    reference level) and gets one axis whose ticks are its levels, at their coefficients' points.
     """
-    levels = levels or {}
-    variables = [n for n in coef if n != INTERCEPT]
+    levels, categorical = levels or {}, categorical or {}
+    grouped = {column for columns in categorical.values() for column in columns.values() if column}
+    variables = [n for n in coef if n != INTERCEPT and n not in grouped]
     missing = [n for n in variables if n not in ranges and n not in binary]
     if missing:
         raise ValueError(f"nomogram: no value range for {', '.join(missing)}")
-    span_of = {n: 1.0 if n in binary else ranges[n][1] - ranges[n][0] for n in variables}
-    effects = {n: abs(coef[n]) * span_of[n] for n in variables}
+    level_coef = {name: {level: coef.get(column, 0.0) if column else 0.0 for level, column in columns.items()} for name, columns in categorical.items()}
+    effects = {n: abs(coef[n]) * (1.0 if n in binary else ranges[n][1] - ranges[n][0]) for n in variables}
+    effects |= {name: max(c.values()) - min(c.values()) for name, c in level_coef.items()}
     largest = max(effects.values(), default=0.0)
     if largest <= 0:
         raise ValueError("nomogram: every variable has zero effect over its range")
@@ -87,6 +100,11 @@ def build_nomogram(
         rising = coef[name] >= 0
         scales.append(Scale(name, low, high, 0.0 if rising else span, span if rising else 0.0, name in binary, tuple(levels.get(name, ()))))
         offset += coef[name] * (low if rising else high)  # the value scored 0 points
+    for name, by_level in level_coef.items():
+        floor = min(by_level.values())
+        points = tuple((level, (c - floor) / per_point) for level, c in sorted(by_level.items(), key=lambda item: item[1]))
+        scales.append(Scale(name, 0.0, 1.0, 0.0, effects[name] / per_point, level_points=points))
+        offset += floor
     return Nomogram(tuple(scales), per_point, offset)
 
 

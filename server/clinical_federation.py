@@ -63,8 +63,9 @@ class ClinicalFederation:
     ) -> None:
         self.grid, self.run = grid, run
         self.sites = dict(sites)
-        self.delivery: Delivery = courier.delivery(run, {**{n: models[n] for n in crop_with}, SIGNATURE_MODEL: models[SIGNATURE_MODEL]})
-        self.signature = dict(self.delivery.refs)[SIGNATURE_MODEL]
+        held = {n: models[n] for n in (*crop_with, SIGNATURE_MODEL) if n in models}  # none: the schema job only
+        self.delivery: Delivery = courier.delivery(run, held)
+        self.signature = dict(self.delivery.refs).get(SIGNATURE_MODEL, "")
         self.segmenters = tuple(r for r in self.delivery.refs if r[0] != SIGNATURE_MODEL)
         self.rounds = 0
 

@@ -37,7 +37,7 @@ from server.clinical_federation import SIGNATURE_MODEL, ClinicalFederation, Site
 from server.clinical_models import (
     cv_folds, design_moments, fit_rows, lasso_selection, multivariable, refit, univariable, univariate_tests,
 )  # fmt: skip
-from server.clinical_schema import ClinicalError, harmonise, reader_variables
+from server.clinical_schema import ClinicalError, Harmonised, harmonise, reader_variables
 from server.federation import Courier, Grid
 from server.operating_point import threshold_from_site_metrics
 from server.run_dir import RunDirectory
@@ -96,6 +96,35 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def coding(schemas: Mapping[str, list[Variable]], trainers: list[str], cfg: RunConfig) -> tuple[Harmonised, tuple[Variable, ...], list[str]]:
+    """The harmonised variables, the readers' columns and the notes on both; ``ClinicalError`` when the run config asks the impossible."""
+    readers_wanted = _names(cfg.readers)
+    harmonised = harmonise(schemas, trainers, _names(cfg.clinical_variables), readers_wanted)
+    readers, reader_notes = reader_variables(schemas, readers_wanted) if readers_wanted else ((), [])
+    return harmonised, readers, harmonised.notes + reader_notes
+
+
+def clinical_preflight(grid: Grid, sites: Mapping[int, NodeSite], cfg: RunConfig) -> None:
+    """Before any training: every site's schema, harmonised as the stage will, so that a run config the sites' columns
+    cannot serve (an untyped ``clinical-variables`` or ``readers`` column, kinds that disagree) stops the run at once.
+
+    A site that cannot give its schema is only named here: the stage leaves it out later.
+    """
+    if cfg.clinical == "off":
+        return
+    fed = ClinicalFederation(grid, sites, cfg, Courier(), {})
+    schemas, failed = fed.schemas()
+    for site, why in failed.items():
+        logger.error("clinical models: site %s gave no clinical schema (%s); it will be left out of them", site, why)
+    harmonised, readers, notes = coding(schemas, [s.name for s in sites.values() if s.trains and s.name in schemas], cfg)
+    logger.info(
+        "clinical models (%s) will use %s%s", cfg.clinical, ", ".join(f"{v.name} ({v.kind})" for v in harmonised.variables),
+        f"; readers {', '.join(r.name for r in readers)}" if readers else "",
+    )  # fmt: skip
+    for note in notes:
+        logger.warning("clinical models: %s", note)
+
+
 def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out: dict[str, Any]) -> None:
     """Schema, harmonisation, Table 1 and the mode's models into ``out`` (``_models`` and ``_design``: what ``_evaluate`` evaluates)."""
     schemas, failed = fed.schemas()
@@ -105,12 +134,10 @@ def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out:
         excluded[site] = why
         fed.exclude(site)
     trainers = [s.name for s in fed.trainers.values()]
-    readers_wanted = _names(cfg.readers)
-    harmonised = harmonise(schemas, trainers, _names(cfg.clinical_variables), readers_wanted)
-    readers, reader_notes = reader_variables(schemas, readers_wanted) if readers_wanted else ((), [])
+    harmonised, readers, notes = coding(schemas, trainers, cfg)
     variables = harmonised.variables
     out |= {
-        "variables": [v.to_dict() for v in variables], "readers": [r.to_dict() for r in readers], "notes": harmonised.notes + reader_notes,
+        "variables": [v.to_dict() for v in variables], "readers": [r.to_dict() for r in readers], "notes": notes,
         "fit_split": "train", "training_sites": trainers,
     }  # fmt: skip
     out["table1"] = table1(fed, variables)
@@ -206,20 +233,24 @@ def nomogram_spec(design: Design, fit: Mapping[str, Any], moments: Any) -> dict[
     mean = both.sums / both.n
     sd = np.sqrt(np.maximum(np.diag(both.cross) / both.n - mean**2, 0.0))
     kinds = {c: v for v in design.variables for c in v.columns()}
-    ranges, binary, levels = {}, [], {}
+    ranges, binary, levels, categorical = {}, [], {}, {}
+    fitted = {row["variable"] for row in fit["columns"]}
     for row in fit["columns"]:
         name = row["variable"]
         if name == INTERCEPT:
             continue
         variable = kinds.get(name)
-        if variable is not None and variable.kind in ("binary", "categorical"):
+        if variable is not None and variable.kind == "categorical":
+            columns = dict(zip(variable.levels[1:], variable.columns()))
+            categorical[variable.name] = {level: (columns[level] if columns.get(level) in fitted else None) for level in variable.levels}
+        elif variable is not None and variable.kind == "binary":
             binary.append(name)
         elif variable is not None and variable.kind == "ordinal":
             ranges[name], levels[name] = [0.0, float(len(variable.levels) - 1)], list(variable.levels)
         else:
             j = names.index(name)
             ranges[name] = [float(mean[j] - 2 * sd[j]), float(mean[j] + 2 * sd[j])]
-    return {"model": "combined", "coef": {r["variable"]: r["coef"] for r in fit["columns"]}, "ranges": ranges, "binary": binary, "levels": levels}
+    return {"model": "combined", "coef": {r["variable"]: r["coef"] for r in fit["columns"]}, "ranges": ranges, "binary": binary, "levels": levels, "categorical": categorical}
 
 
 def table1(fed: ClinicalFederation, variables: tuple[Variable, ...]) -> dict[str, Any]:

@@ -64,6 +64,14 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
     except (EnrolmentError, VariantError) as err:
         raise FederationError(str(err)) from err
     plan = plan_for(cfg)
+    if start is None and cfg.clinical != "off":
+        from server.clinical_schema import ClinicalError  # the clinical modules import this one: late
+        from server.clinical_stage import clinical_preflight
+
+        try:
+            clinical_preflight(grid, sites, cfg)
+        except ClinicalError as err:
+            raise FederationError(f"clinical models: {err}; nothing was trained") from err
     if start is None:
         run_dir.write_config(cfg.to_mapping(), list(sites.values()), excluded, describe_run(plan) | {"model_variant": cfg.model_variant, "model_variant_why": why})
     else:

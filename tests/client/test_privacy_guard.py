@@ -141,3 +141,21 @@ def test_a_site_data_error_without_a_public_form_sends_only_a_fixed_sentence() -
     assert private.public == UNSPECIFIED and refusal(private) == (4001, UNSPECIFIED)
     fact = SiteDataError.public_fact("this site is external and never trains")
     assert refusal(fact) == (4001, "this site is external and never trains")
+
+
+def test_a_clinical_reply_may_hold_only_the_aggregates_its_request_fixes() -> None:
+    from client.privacy_guard import policy_violations
+    from protocol.clinical import CLINICAL, ClinicalQuery, Design, Spec, Variable
+
+    design = Design((Variable("age", "continuous", ()), Variable("her2", "binary", ("0", "1"))))
+    query = ClinicalQuery(job="moments", split="train", spec=Spec(design=design).to_json())
+    incoming = _incoming(CLINICAL, RecordDict(query.records()))
+    sums = {f"g{g}/{k}": v for g in (0, 1) for k, v in (("n", 12), ("sum", [12.0, 600.0, 3.0]), ("cross", [1.0] * 9))}
+    assert policy_violations(incoming, Message(RecordDict({"metrics": MetricRecord(sums)}), reply_to=incoming)) == []
+    ages = [float(a) for a in range(40, 52)]  # one value per case: never part of a clinical reply
+    extra = Message(RecordDict({"metrics": MetricRecord(sums | {"g0/ages": ages})}), reply_to=incoming)
+    assert policy_violations(incoming, extra) == ["clinical metric 'g0/ages' is not part of the moments job's reply"]
+    longer = Message(RecordDict({"metrics": MetricRecord(sums | {"g1/sum": ages})}), reply_to=incoming)
+    assert policy_violations(incoming, longer) == ["clinical metric 'g1/sum' must be a list of 3 numbers"]
+    schema = Message(RecordDict({"metrics": MetricRecord(sums), "schema": ConfigRecord({"variables": "[]", "rows": "1,2"})}), reply_to=incoming)
+    assert policy_violations(incoming, schema) == ["schema keys ['rows', 'variables'] are not part of the protocol"]

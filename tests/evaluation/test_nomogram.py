@@ -43,3 +43,13 @@ def test_an_ordinal_axis_ticks_its_levels_at_their_ranks_and_a_binary_one_says_n
     scales = {s.name: s for s in build_nomogram(coef, {"grade": (0.0, 2.0)}, binary={"her2"}, levels={"grade": ["1", "2", "3"]}).scales}
     assert scales["grade"].ticks() == [(0.0, "1"), (pytest.approx(100 * 0.5 / 1.0), "2"), (pytest.approx(100.0), "3")]
     assert [label for _, label in scales["her2"].ticks()] == ["no", "yes"] and scales["her2"].ticks()[1][0] == pytest.approx(80.0)
+
+
+def test_a_categorical_variable_is_one_axis_of_its_levels_and_a_case_reads_back_its_probability() -> None:
+    coef = {INTERCEPT: -1.0, "type[ILC]": 0.4, "type[DCIS]": -1.6, "size": 0.05}
+    nomogram = build_nomogram(coef, {"size": (10.0, 50.0)}, categorical={"type": {"IDC": None, "ILC": "type[ILC]", "DCIS": "type[DCIS]"}})
+    (size, kind) = nomogram.scales
+    assert kind.ticks() == [(0.0, "DCIS"), (pytest.approx(1.6 / 2.0 * MAX_POINTS), "IDC"), (pytest.approx(MAX_POINTS), "ILC")]  # span 2.0, the largest
+    for level, indicator in (("IDC", 0.0), ("ILC", 0.4), ("DCIS", -1.6)):
+        eta = -1.0 + indicator + 0.05 * 30.0
+        assert nomogram.probability(nomogram.total_points({"size": 30.0, "type": level})) == pytest.approx(1 / (1 + math.exp(-eta)), rel=1e-12)

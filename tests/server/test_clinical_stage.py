@@ -186,3 +186,13 @@ def test_a_site_refusing_small_cells_is_left_out_and_the_fusion_models_are_fitte
     rows = {(r["model"], r["site"]) for r in json.loads((run_dir / "report.json").read_text())["classification"] if r["split"] == "test"}
     assert {(m, "ext") for m in clinical["models"]} <= rows
     assert "### Feature selection (as seed 004)" in (run_dir / "report.md").read_text()
+
+
+def test_a_run_config_the_sites_columns_cannot_serve_stops_before_any_training(tmp_path: Path) -> None:
+    from server.federation import FederationError
+
+    sites = [make_site(tmp_path, name, n=12, seed=i, rows=_clinical_rows(i), data_yaml=DECLARED) for i, name in enumerate("ab")]
+    grid = LoopbackGrid(sites)
+    with pytest.raises(FederationError, match="readers.*no site has a typed column biopsy_call.*nothing was trained"):
+        run_federation(grid, _cfg(tmp_path, clinical="combined", readers="reader_call,biopsy_call"))  # type: ignore[arg-type]
+    assert {m.metadata.message_type for m in grid.sent} == {"query", CLINICAL}  # the handshake and the schemas: no training
