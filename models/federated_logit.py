@@ -16,7 +16,7 @@ coefficients.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,22 +165,52 @@ class Step:
     names: tuple[str, ...]
 
 
-def backward_aic(statistics: Statistics, names: Sequence[str], keep: Sequence[str] = (INTERCEPT,)) -> tuple[LogitFit, list[Step]]:
-    """Backward stepwise selection by AIC: drop the variable whose removal lowers AIC most, until none does.
+def backward_selection(
+    fit_many: Callable[[list[list[int]]], list[LogitFit | Exception]],
+    groups: Sequence[tuple[str, Sequence[int]]],
+    always: Sequence[int] = (),
+    keep: Collection[str] = (),
+) -> tuple[LogitFit, list[Step]]:
+    """Backward stepwise selection by AIC over groups of columns (a categorical variable's levels leave together).
 
-    ``keep`` are never dropped (the intercept by default). Returns the final fit and the steps.
+    ``fit_many`` fits several column sets at once (in a federation: all in one message round); each
+    step drops the group whose removal lowers AIC most, until none does. ``always`` columns (the
+    intercept) and the groups named in ``keep`` are never dropped; a trial fit that fails
+    (separation) is passed over. Returns the final fit and the steps.
     """
-    current = list(range(len(names)))
-    fit = fit_logit(statistics, names, current)
+    current = list(groups)
+
+    def columns(chosen: Sequence[tuple[str, Sequence[int]]]) -> list[int]:
+        return [*always, *sorted(c for _, cols in chosen for c in cols)]
+
+    (fit,) = fit_many([columns(current)])
+    if isinstance(fit, Exception):
+        raise fit
     steps = [Step(None, fit.aic, fit.names)]
     while True:
-        candidates = [c for c in current if names[c] not in keep]
-        trials = [(fit_logit(statistics, names, [k for k in current if k != c]), c) for c in candidates]
-        if not trials:
+        candidates = [g for g in current if g[0] not in keep]
+        trials = fit_many([columns([g for g in current if g is not c]) for c in candidates]) if candidates else []
+        usable = [(t, c) for t, c in zip(trials, candidates) if isinstance(t, LogitFit)]
+        if not usable:
             return fit, steps
-        best, dropped = min(trials, key=lambda t: t[0].aic)
+        best, dropped = min(usable, key=lambda tc: tc[0].aic)
         if best.aic >= fit.aic:
             return fit, steps
         current.remove(dropped)
         fit = best
-        steps.append(Step(names[dropped], fit.aic, fit.names))
+        steps.append(Step(dropped[0], fit.aic, fit.names))
+
+
+def backward_aic(statistics: Statistics, names: Sequence[str], keep: Sequence[str] = (INTERCEPT,)) -> tuple[LogitFit, list[Step]]:
+    """Backward stepwise selection by AIC over single columns, one fit at a time; ``keep`` never dropped (the intercept by default)."""
+
+    def fit_many(sets: list[list[int]]) -> list[LogitFit | Exception]:
+        out: list[LogitFit | Exception] = []
+        for columns in sets:
+            try:
+                out.append(fit_logit(statistics, names, columns))
+            except SeparationError as err:
+                out.append(err)
+        return out
+
+    return backward_selection(fit_many, [(n, (i,)) for i, n in enumerate(names)], keep=keep)

@@ -18,7 +18,7 @@ from scipy import stats
 
 from evaluation.cohort_stats import CrossMoments, Moments, prune_correlated, t_test, variance_inflation
 from models.federated_lasso import cross_validated_lasso
-from models.federated_logit import INTERCEPT, LogitFit, SeparationError, fit_logit
+from models.federated_logit import INTERCEPT, LogitFit, SeparationError, backward_selection, fit_logit
 from protocol.clinical import SIGNATURE, Design, Spec, Variable
 from server.clinical_federation import ClinicalFederation, Source, statistics_of
 from server.clinical_schema import ClinicalError
@@ -100,26 +100,8 @@ def vif_of(moments: dict[int, CrossMoments], columns: Sequence[int]) -> dict[int
 def backward(fed: ClinicalFederation, design: Design, chosen: Sequence[Group], keep: Sequence[str]) -> tuple[LogitFit, list[dict[str, Any]]]:
     """Backward stepwise selection by AIC over whole variables (all of a categorical variable's columns together); ``keep`` never dropped."""
     names = design.names
-    current = list(chosen)
-    columns = lambda gs: [0, *sorted(c for g in gs for c in g.columns)]  # noqa: E731
-    (fit,) = fit_all(fed, Source(design), names, [columns(current)])
-    if isinstance(fit, Exception):
-        raise fit
-    steps = [{"dropped": None, "aic": fit.aic, "variables": [g.name for g in current]}]
-    while True:
-        candidates = [g for g in current if g.name not in keep]
-        if not candidates:
-            return fit, steps
-        trials = fit_all(fed, Source(design), names, [columns([g for g in current if g is not c]) for c in candidates])
-        usable = [(t, c) for t, c in zip(trials, candidates) if isinstance(t, LogitFit)]
-        if not usable:
-            return fit, steps
-        best, dropped = min(usable, key=lambda tc: tc[0].aic)
-        if best.aic >= fit.aic:
-            return fit, steps
-        current.remove(dropped)
-        fit = best
-        steps.append({"dropped": dropped.name, "aic": fit.aic, "variables": [g.name for g in current]})
+    fit, steps = backward_selection(lambda sets: fit_all(fed, Source(design), names, sets), [(g.name, g.columns) for g in chosen], (0,), keep)
+    return fit, [{"dropped": s.dropped, "aic": s.aic, "columns": list(s.names)} for s in steps]
 
 
 def multivariable(
@@ -137,7 +119,7 @@ def multivariable(
         vif_dropped.append({"variable": worst.name, "vif": max(vifs[c] for c in worst.columns)})
         groups.remove(worst)
     if not groups:
-        raise SeparationError(f"no variable has a univariable p below {screen_p} (run config 'clinical-screen-p')")
+        raise ClinicalError(f"no variable has a univariable p below {screen_p} (run config 'clinical-screen-p')")
     fit, steps = backward(fed, design, groups, keep)
     names = list(design.names)
     vifs = vif_of(moments, [names.index(n) for n in fit.names])
