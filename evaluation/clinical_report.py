@@ -146,7 +146,7 @@ def selection_rows(clinical: dict[str, Any]) -> tuple[list[str], list[list[str]]
     body = [
         ["candidates", str(counts["start"]), ", ".join(sel["tests"])],
         [f"univariate t-test p < {sel['screen_p']}", str(counts["univariate"]), ", ".join(sel["screened"])],
-        [f"correlation pruning at |r| > {sel['prune_r']}", str(counts["correlation"]), ", ".join(p["dropped"] + f" (|r| {abs(p['r']):.2f} with {p['kept']})" for p in sel["pruned"]) or "none dropped"],
+        [f"correlation pruning at Pearson r beyond +/-{sel['prune_r']}", str(counts["correlation"]), ", ".join(p["dropped"] + f" (r {p['r']:+.2f} with {p['kept']})" for p in sel["pruned"]) or "none dropped"],
         [f"LASSO, penalty by {sel['folds']}-fold site-stratified CV", str(counts["lasso"]), ", ".join(sel["lasso"]["selected"]) or "none"],
     ]
     return ["step", "features", "which"], body

@@ -18,6 +18,7 @@ import numpy as np
 from models.federated_logit import INTERCEPT
 
 MAX_POINTS = 100.0
+MIN_LABEL_GAP = 6.0  # points between two tick labels above an axis; a closer one is written below it
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,11 @@ def _axis(ax: object, y: float, label: str, start: float, end: float, ticks: lis
     """One horizontal axis at height ``y`` with its label on the left and labelled ticks."""
     ax.plot([start, end], [y, y], color="black", linewidth=1)  # type: ignore[attr-defined]
     ax.text(-2, y, label, ha="right", va="center", fontsize=9)  # type: ignore[attr-defined]
-    for x, text in ticks:
+    above = -math.inf  # where the last label above the axis stands: a label too close to it goes below
+    for x, text in sorted(ticks):
         ax.plot([x, x], [y, y + 0.12], color="black", linewidth=1)  # type: ignore[attr-defined]
-        ax.text(x, y + 0.18, text, ha="center", va="bottom", fontsize=7)  # type: ignore[attr-defined]
+        if x - above >= MIN_LABEL_GAP:
+            ax.text(x, y + 0.18, text, ha="center", va="bottom", fontsize=7)  # type: ignore[attr-defined]
+            above = x
+        else:
+            ax.text(x, y - 0.1, text, ha="center", va="top", fontsize=7)  # type: ignore[attr-defined]

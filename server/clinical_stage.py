@@ -302,7 +302,7 @@ def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, re
             thresholds[name] = threshold_from_site_metrics(per_site, cfg)
         except ValueError:
             thresholds[name] = 0.5
-    compare = [(name, reference) for name in models]
+    compare = [(name, reference) for name in models if name != "deep"]  # deep: the image model's score recalibrated, the same AUC
     if "combined" in models and "clinical" in models:
         compare.append(("combined", "clinical"))
     for name in ("pre-fusion", "post-fusion"):

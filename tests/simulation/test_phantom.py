@@ -19,7 +19,8 @@ from simulation.phantom import PRESETS, PhantomSummary, make_phantom
 from simulation.phantom.features import lesion_features
 from simulation.phantom.render import SiteGeometry, render_case
 from simulation.phantom.risk import image_share
-from simulation.phantom.writer import MANIFEST_COLUMNS, draw_cohort, site_rng
+from client.site_config import load_site_config
+from simulation.phantom.writer import CLINICAL_TYPES, MANIFEST_COLUMNS, draw_cohort, site_rng
 
 SITE_YAML_KEYS = ["site", "role", "data", "compute", "privacy", "output_dir"]
 
@@ -178,10 +179,13 @@ def test_site_yaml_follows_the_contract(tiny: tuple[Path, PhantomSummary]) -> No
         config = yaml.safe_load((out / site / "site.yaml").read_text())
         assert list(config) == SITE_YAML_KEYS
         assert config["site"] == site and config["role"] == roles[site]
-        assert config["data"] == {"manifest": "manifest.csv", "crop": "auto"}
+        assert config["data"] == {"manifest": "manifest.csv", "crop": "auto", "clinical": CLINICAL_TYPES}
+        assert set(CLINICAL_TYPES) == set(MANIFEST_COLUMNS[5:])  # every clinical and reader column declared
+        assert load_site_config(out / site / "site.yaml").data.clinical["histologic_type"].levels[0] == "IDC"  # the reference type
         assert config["compute"] == {"device": "auto", "batch_size": 16, "num_workers": 0}
         assert config["privacy"] == {
             "share_case_predictions": False,
+            "min_cell_count": 5,
             "dp": {"enabled": False, "target_epsilon": 8.0, "delta": 1.0e-5, "max_grad_norm": 1.0},
         }
         assert config["output_dir"] == "output"
@@ -286,3 +290,17 @@ def test_make_phantom_with_dp_epsilon_makes_every_training_site_require_dp(tmp_p
     configs = {c.site: c for c in (load_site_config(p) for p in sorted((tmp_path / "p").glob("*/site.yaml")))}
     assert {name for name, c in configs.items() if c.privacy.dp.enabled} == {name for name, c in configs.items() if c.trains} != set()
     assert all(c.privacy.dp.target_epsilon == 3.0 and c.privacy.dp.delta == 1e-5 for c in configs.values() if c.trains)
+
+
+def test_readers_read_what_the_image_shows_with_their_own_error() -> None:
+    """Reader scores and calls follow the image terms' log-odds (never the label: the flipped-label test keeps them)."""
+    from scipy.stats import spearmanr
+
+    from simulation.phantom.risk import linear_predictor, reader_reads
+
+    features = draw_cohort("demo")[0].features
+    score, call = reader_reads(features, np.random.default_rng(0))
+    image = linear_predictor(features, "image")
+    assert set(score) == {2, 3, 4, 5} and set(call) == {0, 1}
+    assert 0.5 < spearmanr(score, image)[0] < 0.95 and 0.5 < spearmanr(call, image)[0] < 0.95  # informative, not perfect
+    assert 0.1 < call.mean() < 0.6
