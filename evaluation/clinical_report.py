@@ -155,7 +155,7 @@ def selection_rows(clinical: dict[str, Any]) -> tuple[list[str], list[list[str]]
 def reader_rows(clinical: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Each reader against the model at every test site: sensitivity, specificity, kappa (SE), AUC, McNemar p."""
     rows = clinical.get("reader_rows") or []
-    head = ["site", "reader", "n", "sensitivity", "specificity", "kappa (SE)", "AUC (95% CI)", "McNemar p sens.", "McNemar p spec.", "model", "model kappa (SE)"]
+    head = ["site", "reader", "n", "sensitivity", "specificity", "kappa (SE)", "AUC (95% CI)", "McNemar p sens.", "McNemar p spec.", "model", "reader-model kappa (SE)"]
     body = []
     for r in rows:
         auc = f"{_num(r['auc'])} ({_num(r.get('auc_ci_lo'), 2)}-{_num(r.get('auc_ci_hi'), 2)})" if "auc" in r else "n/a"
