@@ -109,11 +109,29 @@ def site_config_mapping(site: str, role: str, crop: str = "auto") -> dict[str, A
     }
 
 
+_LOADED: dict[Path, tuple[tuple[int, int], SiteConfig]] = {}  # path -> (size and mtime_ns it was read at, the config)
+
+
 def load_site_config(path: str | Path) -> SiteConfig:
-    """Read and validate a site config; every problem names the file and the key."""
+    """Read and validate a site config; every problem names the file and the key.
+
+    A file read before and unchanged since (size, mtime) gives the config read then, as long as its
+    manifest is still there: every message a site answers names its config.
+    """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise SiteDataError(f"site config {path} not found", "site config file not found")
+    stat = path.stat()
+    held = _LOADED.get(path)
+    if held is not None and held[0] == (stat.st_size, stat.st_mtime_ns) and held[1].data.manifest.is_file():
+        return held[1]
+    config = _load(path)
+    _LOADED[path] = ((stat.st_size, stat.st_mtime_ns), config)
+    return config
+
+
+def _load(path: Path) -> SiteConfig:
+    """``load_site_config`` from the file."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

@@ -26,8 +26,28 @@ class SiteIndex:
     fingerprint: str
 
 
+_READ: dict[str, tuple[str, tuple[list[Case], dict[str, str]]]] = {}  # manifest -> (what it was read with, its cases and splits)
+
+
 def read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
-    """The manifest's validated rows and every case's split; a training site needs both labels in training."""
+    """The manifest's validated rows and every case's split; a training site needs both labels in training.
+
+    Kept per manifest while the file (path, size, mtime) and the settings that read it are unchanged:
+    a site answers many messages of one run (the clinical stage's, above all) from the same rows.
+    """
+    data = config.data
+    key = json.dumps([file_stamp(data.manifest), config.role, data.val_fraction, data.test_fraction, data.split_seed, repr(sorted(data.clinical.items()))])
+    held = _READ.get(str(data.manifest))
+    if held is not None and held[0] == key:
+        cases, splits = held[1]
+        return list(cases), dict(splits)
+    cases, splits = _read_cases(config)
+    _READ[str(data.manifest)] = (key, (list(cases), dict(splits)))
+    return cases, splits
+
+
+def _read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
+    """``read_cases`` from the file."""
     cases = read_manifest(config.data.manifest)
     clinical_columns(cases, config.data.clinical, config.data.manifest)  # a value that does not fit its type names its row and column
     splits = assign_splits(cases, config.role, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)

@@ -55,3 +55,18 @@ def test_missing_file_and_crop_box(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("crop: [2, 3, 40, 30]", "crop: [40, 3, 2, 30]"))
     with pytest.raises(SiteDataError, match="data.crop"):
         load_site_config(path)
+
+
+def test_an_edited_site_config_is_read_again_and_an_unchanged_one_is_the_same_object(tmp_path: Path) -> None:
+    import os
+
+    path = make_site(tmp_path, "a", n=6)
+    first = load_site_config(path)
+    assert load_site_config(path) is first
+    path.write_text(path.read_text().replace("batch_size: 8", "batch_size: 4"))
+    later = path.stat().st_mtime_ns + 1  # same size: only the mtime tells the edit
+    os.utime(path, ns=(later, later))
+    assert load_site_config(path).compute.batch_size == 4
+    first.data.manifest.unlink()
+    with pytest.raises(SiteDataError, match="key .data.manifest.: file .* not found"):
+        load_site_config(path)
