@@ -227,12 +227,17 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def site_key(yaml: Path, key: str, default: str) -> str:
+    """A top-level scalar key of a site config (``site``: the enrolment name; ``role``: what it is enrolled as)."""
+    for line in yaml.read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split(":", 1)[1].split("#")[0].strip().strip("'\"")
+    return default
+
+
 def site_name(yaml: Path) -> str:
     """The ``site:`` key of a site config (the enrolment name)."""
-    for line in yaml.read_text().splitlines():
-        if line.startswith("site:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return yaml.parent.name
+    return site_key(yaml, "site", yaml.parent.name)
 
 
 def write_run_config(path: Path, rounds: int, assignments: list[str]) -> dict[str, Any]:
@@ -592,8 +597,8 @@ def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> A
         study = root / "study"
         launcher.run("server.study_cli", "--study", str(study), "init")
         yamls = {site_name(y): y for y in sorted((root / "sites").glob("*/site.yaml"))}
-        for site in yamls:
-            launcher.run("server.study_cli", "--study", str(study), "add-site", site)
+        for site, path in yamls.items():
+            launcher.run("server.study_cli", "--study", str(study), "add-site", site, "--role", site_key(path, "role", "train"))
         config = write_run_config(root / "run.toml", args.rounds, args.assignments)
         started = time.time()
         server, port = start_server(launcher, study, root / "run.toml", timing)

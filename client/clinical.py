@@ -27,7 +27,6 @@ from typing import Any
 from client.errors import SiteDataError
 from client.manifest import CLINICAL_COLUMNS, Case
 
-KINDS = ("continuous", "binary", "categorical", "ordinal")
 MISSING = frozenset({"", "na", "n/a", "nan", "not available", "unknown", "missing"})
 BINARY_LEVELS = ("0", "1")
 

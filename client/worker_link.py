@@ -35,6 +35,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from client.private_socket import MAX_UNIX_PATH, fits_unix_path
 from protocol.messages import WORKER_FAILED, WORKER_TIMEOUT
+from protocol.registry import INSTRUCTIONS
 
 logger = logging.getLogger("axilla.client")
 
@@ -43,7 +44,7 @@ PREFIX = struct.Struct(">4sIQ")  # magic, header length, body length
 MAX_HEADER = 256 * 1024**2  # config and metric values (per-case lists included) ride in the header
 MAX_BODY = 16 * 1024**3  # model arrays
 CONNECT_TIMEOUT = 5.0
-KINDS = ("query", "train", "evaluate")
+KINDS = tuple(INSTRUCTIONS)  # every message kind a site answers (protocol/registry.py)
 
 
 

@@ -116,7 +116,13 @@ def clinical_preflight(grid: Grid, sites: Mapping[int, NodeSite], cfg: RunConfig
     schemas, failed = fed.schemas()
     for site, why in failed.items():
         logger.error("clinical models: site %s gave no clinical schema (%s); it will be left out of them", site, why)
-    harmonised, readers, notes = coding(schemas, [s.name for s in sites.values() if s.trains and s.name in schemas], cfg)
+    trainers = [s.name for s in sites.values() if s.trains and s.name in schemas]
+    if len(trainers) < cfg.min_train_sites:
+        raise ClinicalError(
+            f"{len(trainers)} training site(s) gave their clinical schema, fewer than min-train-sites={cfg.min_train_sites} ("
+            + "; ".join(f"{site}: {why}" for site, why in failed.items()) + ")"
+        )
+    harmonised, readers, notes = coding(schemas, trainers, cfg)
     logger.info(
         "clinical models (%s) will use %s%s", cfg.clinical, ", ".join(f"{v.name} ({v.kind})" for v in harmonised.variables),
         f"; readers {', '.join(r.name for r in readers)}" if readers else "",

@@ -383,12 +383,20 @@ def _answers(path: Path, proc: subprocess.Popen[bytes], log: Path) -> bool:
 def test_a_real_worker_process_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     from protocol.messages import Describe, SiteDescription
 
-    site = make_site(tmp_path, "alpha", n=8)
+    from protocol.clinical import CLINICAL, ClinicalQuery, parse_schema
+
+    def with_age(rows: list[dict[str, str]]) -> None:
+        for i, row in enumerate(rows):
+            row["age"] = str(40 + i)
+
+    site = make_site(tmp_path, "alpha", n=8, rows=with_age)
     path, log = tmp_path / "run" / "w.sock", tmp_path / "worker.log"
     with running([sys.executable, "-m", "client.worker", "--site", str(site), "--socket", str(path)], log) as proc:
         wait_for(lambda: _answers(path, proc, log), START_TIMEOUT, "the worker to answer a ping")
         reply = forward(path, "query", RecordDict(Describe().records()), {"site-config": str(site)}, timeout=120)
         assert SiteDescription.from_content(reply).site == "alpha"
+        schema = forward(path, CLINICAL, RecordDict(ClinicalQuery(job="schema", split="all").records()), {"site-config": str(site)}, timeout=120)
+        assert [(v.name, v.kind) for v in parse_schema(schema)] == [("age", "continuous")]  # every message kind reaches the worker
         with pytest.raises(WorkerError) as refused:
             forward(path, "query", RecordDict(Describe().records()), {"site-config": str(tmp_path / "none.yaml")}, timeout=60)
         assert refused.value.code == 4001 and "/" not in refused.value.reason
