@@ -31,7 +31,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -42,6 +42,9 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, g
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from client.errors import SiteDataError
+
+if TYPE_CHECKING:
+    from client.cine import Cine
 
 Box = tuple[int, int, int, int]
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
@@ -84,18 +87,40 @@ def _read_header(path: Path) -> tuple[Dataset, int]:
     return ds, pixel_offset
 
 
-def decode_dicom(path: Path, max_pixels: int | None) -> DicomFrame:
-    """Decode the file's chosen frame (see the module rules) as grayscale or RGB, with its image area."""
+def _opened(path: Path, max_pixels: int | None) -> tuple[Dataset, str]:
+    """The header of a file whose image can be decoded (size within the limit, a known photometric, pixel data complete), and its photometric."""
     ds, pixel_offset = _read_header(path)
     photometric = _check_image(path, ds, max_pixels)
     if _cut_in_pixel_data(path, ds, pixel_offset):
         raise SiteDataError(f"DICOM {path}: pixel data truncated: the file ends inside its Pixel Data", "DICOM pixel data truncated")
+    return ds, photometric
+
+
+def decode_dicom(path: Path, max_pixels: int | None) -> DicomFrame:
+    """Decode the file's chosen frame (see the module rules) as grayscale or RGB, with its image area."""
+    ds, photometric = _opened(path, max_pixels)
     frame = _decode_frame(path, ds, frame_index(ds))
     try:
         pixels = _present(frame, ds, photometric)
     except (ValueError, NotImplementedError, AttributeError, KeyError, TypeError, IndexError) as err:
         raise SiteDataError(f"DICOM {path}: its LUT or palette cannot be applied: {err}", "DICOM LUT or palette cannot be applied") from err
     return DicomFrame(pixels, us_region(ds, (int(ds.Columns), int(ds.Rows))))
+
+
+def decode_cine(path: Path, max_pixels: int | None) -> Cine:
+    """Decode every frame of a (multi-frame) file as grayscale or RGB, with its frame time and image area (``client/cine.py``)."""
+    from client.cine import Cine, frame_time_ms
+
+    ds, photometric = _opened(path, max_pixels)
+    frames = []
+    for index in range(number_of_frames(ds)):
+        try:
+            frames.append(_present(_decode_frame(path, ds, index), ds, photometric))
+        except SiteDataError as err:
+            raise SiteDataError(f"{err} (frame {index + 1} of {number_of_frames(ds)})", err.public) from err
+        except (ValueError, NotImplementedError, AttributeError, KeyError, TypeError, IndexError) as err:
+            raise SiteDataError(f"DICOM {path}: frame {index + 1}: its LUT or palette cannot be applied: {err}", "DICOM LUT or palette cannot be applied") from err
+    return Cine(np.stack(frames), frame_time_ms(ds), us_region(ds, (int(ds.Columns), int(ds.Rows))))
 
 
 def frame_index(ds: Dataset) -> int:

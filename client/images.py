@@ -57,7 +57,7 @@ def decode_image(path: Path) -> DecodedImage:
         frame = decode_dicom(path, pixel_limit())
         pixels, region = frame.pixels, frame.region
     else:
-        pixels = _read_raster(path)
+        pixels = read_raster(path)
     if pixels.ndim == 3:
         pixels = pixels[..., :3].astype(np.float32) @ _LUMA
     if pixels.ndim != 2 or min(pixels.shape) < 8:
@@ -95,7 +95,7 @@ def open_raster(path: Path) -> Image.Image:
         raise SiteDataError(f"image {path}: cannot be decoded: {err}", "image file cannot be decoded") from err
 
 
-def _read_raster(path: Path) -> np.ndarray:
+def read_raster(path: Path) -> np.ndarray:
     """Decode a raster image with Pillow, failing clearly on truncated, unknown or oversized files."""
     with open_raster(path) as img:
         try:
