@@ -20,7 +20,7 @@ from client.dicom import Box, decode_dicom
 from client.errors import SiteDataError
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luminance of RGB
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def decode_image(path: Path) -> DecodedImage:
     else:
         pixels = read_raster(path)
     if pixels.ndim == 3:
-        pixels = pixels[..., :3].astype(np.float32) @ _LUMA
+        pixels = pixels[..., :3].astype(np.float32) @ LUMA
     if pixels.ndim != 2 or min(pixels.shape) < 8:
         raise SiteDataError(f"image {path}: unexpected shape {pixels.shape}", "image: unexpected shape")
     return DecodedImage(pixels.astype(np.float32), region)
