@@ -72,23 +72,29 @@ def job_cases(site: LocalSite, query: ClinicalQuery, store: ModelStore, needs_si
     return JobCases(cases, np.array([c.label for c in cases], dtype=np.float64), splits, signature)
 
 
+_SIGNATURES: dict[Path, dict[tuple[str, str], float]] = {}  # cache file -> its scores (the key names model, crops, data and run)
+
+
 def signature_scores(site: LocalSite, query: ClinicalQuery, store: ModelStore) -> dict[tuple[str, str], float]:
     """The image model's logit for every case of every split, by (case id, split): from the site cache, else predicted now."""
     if not query.signature:
         raise SiteDataError.public_fact("this clinical job uses the image model's signature, and the message names no image model")
     from client.site import model_for, node_data  # torch only where a signature is computed
     from client.training import predict, resolve_device
-    from client.work import _segmenter_states, _unpacked
+    from client.work import segmenter_states, unpacked
     from models.task import task_for
 
-    states, crops = _segmenter_states(query, store)
+    states, crops = segmenter_states(query, store)
     data = node_data(site, query.run, states, crops)
     key = hashlib.sha256(f"{query.signature}|{crops}|{data.fingerprint}|{query.run.to_mapping()}".encode()).hexdigest()[:24]
     path = Path(site.output_dir) / "cache" / "signature" / f"{key}.npz"
+    if path in _SIGNATURES:  # this process scored them already (a site worker answers the whole stage)
+        return _SIGNATURES[path]
     if path.exists():
         saved = np.load(path)
-        return {(str(c), str(s)): float(v) for c, s, v in zip(saved["case_ids"], saved["splits"], saved["logits"])}
-    model = model_for(query.run, _unpacked(store.get(query.signature), query.run, f"held model {query.signature}"))
+        _SIGNATURES[path] = {(str(c), str(s)): float(v) for c, s, v in zip(saved["case_ids"], saved["splits"], saved["logits"])}
+        return _SIGNATURES[path]
+    model = model_for(query.run, unpacked(store.get(query.signature), query.run, f"held model {query.signature}"))
     task, device = task_for(query.run), resolve_device(site.config.compute.device)
     out: dict[tuple[str, str], float] = {}
     for split, part in data.splits.items():
@@ -103,6 +109,7 @@ def signature_scores(site: LocalSite, query: ClinicalQuery, store: ModelStore) -
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(out)
     np.savez(path, case_ids=np.array([k[0] for k in keys]), splits=np.array([k[1] for k in keys]), logits=np.array([out[k] for k in keys]))
+    _SIGNATURES[path] = out
     return out
 
 

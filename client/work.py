@@ -95,7 +95,7 @@ def model_layout(cfg: RunConfig) -> Layout:
         return layout_of(build_network(cfg).state_dict())
 
 
-def _unpacked(record: Any, cfg: RunConfig, what: str) -> dict[str, Any]:
+def unpacked(record: Any, cfg: RunConfig, what: str) -> dict[str, Any]:
     """A packed model record as a state dict for the model of ``cfg``; ``ProtocolError`` if it does not fit."""
     try:
         return unpack(record, model_layout(cfg)).to_torch_state_dict()
@@ -103,12 +103,12 @@ def _unpacked(record: Any, cfg: RunConfig, what: str) -> dict[str, Any]:
         raise ProtocolError(f"{what}: {err}") from None
 
 
-def _segmenter_states(instruction: Instruction, store: ModelStore) -> tuple[dict[str, Any], str]:
+def segmenter_states(instruction: Instruction, store: ModelStore) -> tuple[dict[str, Any], str]:
     """The segmenters a message refers to, as state dicts by name, and the digest of the set."""
     from models.stages import segmenter_config
 
     run = instruction.run
-    states = {name: _unpacked(store.get(digest), segmenter_config(run, name), f"held model {digest}") for name, digest in instruction.segmenters}
+    states = {name: unpacked(store.get(digest), segmenter_config(run, name), f"held model {digest}") for name, digest in instruction.segmenters}
     return states, crop_digest(instruction.segmenters)
 
 
@@ -116,7 +116,7 @@ def _model_state(content: RecordDict, kind: str, cfg: RunConfig) -> dict[str, An
     """The state dict of the message's model."""
     if ARRAYS not in content.array_records:
         raise ProtocolError(f"a {kind} message must carry the '{ARRAYS}' record")
-    return _unpacked(content.array_records[ARRAYS], cfg, f"the '{ARRAYS}' record")
+    return unpacked(content.array_records[ARRAYS], cfg, f"the '{ARRAYS}' record")
 
 
 def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelStore) -> RecordDict:
@@ -127,7 +127,7 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
 
     if not site.config.trains:
         raise SiteDataError.public_fact("this site is external and never trains")
-    states, digest = _segmenter_states(message, store)
+    states, digest = segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
     state = _model_state(content, TRAIN, message.run)
     new_state, metrics = train_round(
@@ -148,7 +148,7 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
     """Evaluate the received model (or each segmentation candidate) on one split."""
     from client.site import evaluate_candidates, evaluate_split, model_for, node_data
 
-    states, digest = _segmenter_states(message, store)
+    states, digest = segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
     if message.candidates:
         metrics = evaluate_candidates(data, message.run, states, list(message.candidates), message.split)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.nomogram import build_nomogram, nomogram_png
+from evaluation.text import number as _num
+from evaluation.text import p_value as _p
 from models.federated_logit import INTERCEPT
 
 NOMOGRAM = "nomogram.png"
@@ -42,18 +44,8 @@ def nomogram_figure(clinical: dict[str, Any]) -> dict[str, bytes]:
     return {NOMOGRAM: nomogram_png(nomogram, f"Nomogram of the {spec['model']} model (federated fit)")}
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    """A number to ``digits`` decimals, or n/a."""
-    return "n/a" if not isinstance(value, (int, float)) or value != value else f"{value:.{digits}f}"
-
-
-def _p(value: Any) -> str:
-    """A p-value: three decimals, or ``<0.001``."""
-    return "n/a" if not isinstance(value, (int, float)) or value != value else "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _ratio(value: Any) -> str:
-    """An odds ratio: two decimals, three significant digits when very large or small."""
+    """An odds ratio: two decimals, three significant digits when very large or small (an overflowed bound reads inf)."""
     if not isinstance(value, (int, float)) or value != value:
         return "n/a"
     return f"{value:.2f}" if 0.01 <= value < 1000 else f"{value:.3g}"

@@ -74,9 +74,19 @@ class CrossMoments:
         """Both sites' rows together."""
         return CrossMoments(self.n + other.n, self.sums + other.sums, self.cross + other.cross)
 
+    @property
+    def mean(self) -> np.ndarray:
+        """Each feature's mean."""
+        return self.sums / self.n
+
+    @property
+    def sd(self) -> np.ndarray:
+        """Each feature's population SD (0 for a constant one)."""
+        return np.sqrt(np.maximum(np.diag(self.cross) / self.n - self.mean**2, 0.0))
+
     def correlation(self) -> np.ndarray:
         """Pearson's correlation matrix."""
-        mean = self.sums / self.n
+        mean = self.mean
         cov = self.cross / self.n - np.outer(mean, mean)
         sd = np.sqrt(np.diag(cov))
         return cov / np.outer(sd, sd)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
-import math
 from html import escape
 from typing import Any
 
 from evaluation.clinical_report import NOMOGRAM, clinical_html
 from evaluation.figures import figure_name, model_order, report_sites, safe_name, split_rank
+from evaluation.text import finite as _finite
+from evaluation.text import number as _num
+from evaluation.text import p_value as _p
 
 _CSS = """
 body{font-family:"DejaVu Sans",Arial,Helvetica,sans-serif;margin:0;color:#1d2330;background:#fff;font-size:14px}
@@ -290,23 +292,6 @@ def _count(row: dict[str, Any]) -> str:
     return f"{row['n']} ({row['n_positive']})" if row.get("n_positive") is not None else str(row["n"])
 
 
-def _num(value: Any) -> str:
-    """Three decimals, or n/a."""
-    return f"{value:.3f}" if _finite(value) else "n/a"
-
-
-def _p(value: Any) -> str:
-    """A p-value: three decimals, ``<0.001`` below that, or n/a."""
-    if not _finite(value):
-        return "n/a"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def _text(value: Any) -> str:
     """A value as text, n/a when absent."""
     return "n/a" if value is None else str(value)
-
-
-def _finite(value: Any) -> bool:
-    """Whether a value is a finite number (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

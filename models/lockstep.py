@@ -11,10 +11,9 @@ themselves stay plain sequential code (``models/federated_logit.py``, ``models/f
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
 R = TypeVar("R")
 Batch = Callable[[list[Any]], list[Any]]  # the requests of one round -> their answers, in order
 
@@ -32,15 +31,13 @@ class Lockstep(Generic[R]):
         self._answers: dict[int, Any] = {}
         self._alive = 0
         self._running = False
-        self.rounds = 0  # batches sent (round trips)
 
-    def ask(self, request: Hashable | Any) -> Any:
+    def ask(self, request: Any) -> Any:
         """Called from a fit's thread: block until this round's batch is answered; return this request's answer (or raise its error)."""
         me = threading.get_ident()
         with self._lock:
             running = self._running
         if not running:  # asked outside ``run`` (a lone sequential step): its own round
-            self.rounds += 1
             return self._batch([request])[0]
         with self._lock:
             self._pending[me] = request
@@ -82,7 +79,6 @@ class Lockstep(Generic[R]):
                 answers = self._batch(list(pending.values()))
             except Exception as err:  # the round failed (a site stopped answering): every waiting fit gets the error
                 answers = [err] * len(pending)
-            self.rounds += 1
             with self._lock:
                 self._answers.update(dict(zip(pending, answers)))
                 self._lock.notify_all()

@@ -126,7 +126,17 @@ class RunConfig:
     @property
     def segmenter_list(self) -> tuple[str, ...]:
         """The ``segmenters`` key as names (the automatic pipeline's constituents, fused in this order)."""
-        return tuple(name.strip() for name in self.segmenters.split(",") if name.strip())
+        return _names(self.segmenters)
+
+    @property
+    def clinical_variable_list(self) -> tuple[str, ...]:
+        """The ``clinical-variables`` key as column names (empty: every column every training site types)."""
+        return _names(self.clinical_variables)
+
+    @property
+    def reader_list(self) -> tuple[str, ...]:
+        """The ``readers`` key as column names."""
+        return _names(self.readers)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RunConfig:
@@ -181,6 +191,11 @@ def parse_assignments(items: list[str]) -> dict[str, Scalar]:
         except tomllib.TOMLDecodeError:
             out[key.strip()] = raw.strip()
     return out
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated key's names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _kebab(name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,16 +127,14 @@ class ClinicalFederation:
                 failed[site.name] = f"malformed schema: {err}"
         return out, failed
 
-    def summed(self, job: str, split: str, spec: Spec, by_site: dict[str, dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
-        """A statistics job's metrics summed over the training sites (strict); each site's own go to ``by_site`` when given."""
+    def summed(self, job: str, split: str, spec: Spec) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """A statistics job's metrics summed over the training sites (strict), and each site's own."""
         got, _ = self.ask(job, split, spec, self.trainers, strict=True)
-        if by_site is not None:
-            by_site.update(got)
         total: dict[str, np.ndarray] = {}
         for metrics in got.values():
             for key, value in metrics.items():
                 total[key] = total.get(key, 0) + np.asarray(value, dtype=np.float64)
-        return total
+        return total, got
 
     def logit_batch(self, asks: list[Ask]) -> list[LogitStatistics]:
         """One lockstep round: every fit's statistics, one message per training site and design (fits of one design travel together)."""

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from evaluation.cohort_stats import CrossMoments, Moments, prune_correlated, t_test, variance_inflation
+from evaluation.cohort_stats import CrossMoments, Moments, t_test, variance_inflation
 from models.federated_lasso import cross_validated_lasso
-from models.federated_logit import INTERCEPT, LogitFit, SeparationError, backward_selection, fit_logit
-from protocol.clinical import SIGNATURE, Design, Spec, Variable
+from models.federated_logit import INTERCEPT, LogitFit, backward_selection, fit_logit
+from protocol.clinical import SIGNATURE, Design, Spec
 from server.clinical_federation import ClinicalFederation, Source, statistics_of
 from server.clinical_schema import ClinicalError
 
@@ -77,14 +77,12 @@ def univariable(fed: ClinicalFederation, design: Design) -> dict[str, Any]:
     return out
 
 
-def design_moments(fed: ClinicalFederation, design: Design, counts: dict[str, tuple[int, int]] | None = None) -> dict[int, CrossMoments]:
-    """The training sites' summed cross moments of the design, per label group; each site's complete cases (N0, N+) go to ``counts``."""
-    by_site: dict[str, dict[str, Any]] = {}
-    total = fed.summed("moments", "train", Spec(design=design), by_site)
-    if counts is not None:
-        counts.update({site: (int(m["g0/n"]), int(m["g1/n"])) for site, m in by_site.items()})
+def design_moments(fed: ClinicalFederation, design: Design) -> tuple[dict[int, CrossMoments], dict[str, tuple[int, int]]]:
+    """The training sites' summed cross moments of the design per label group, and each site's complete cases (N0, N+)."""
+    total, by_site = fed.summed("moments", "train", Spec(design=design))
     p = design.width
-    return {g: CrossMoments(int(total[f"g{g}/n"]), total[f"g{g}/sum"], total[f"g{g}/cross"].reshape(p, p)) for g in (0, 1)}
+    moments = {g: CrossMoments(int(total[f"g{g}/n"]), total[f"g{g}/sum"], total[f"g{g}/cross"].reshape(p, p)) for g in (0, 1)}
+    return moments, {site: (int(m["g0/n"]), int(m["g1/n"])) for site, m in by_site.items()}
 
 
 def vif_of(moments: dict[int, CrossMoments], columns: Sequence[int]) -> dict[int, float]:
@@ -141,8 +139,7 @@ def univariate_tests(moments: dict[int, CrossMoments], names: Sequence[str]) -> 
 def standardised(design: Design, moments: dict[int, CrossMoments]) -> Design:
     """The design with each column centred and scaled by the pooled mean and SD (the intercept kept as 1)."""
     both = moments[0] + moments[1]
-    mean = both.sums / both.n
-    sd = np.sqrt(np.maximum(np.diag(both.cross) / both.n - mean**2, 1e-12))
+    mean, sd = both.mean, np.maximum(both.sd, 1e-6)  # a constant column is left unscaled
     mean[0], sd[0] = 0.0, 1.0
     return Design(design.variables, design.signature, design.scores, tuple(float(m) for m in mean), tuple(float(s) for s in sd))
 
@@ -208,7 +205,3 @@ def refit(fed: ClinicalFederation, design: Design, column_names: Sequence[str]) 
         raise fit
     return fit
 
-
-def variables_of(columns: Sequence[str], variables: Sequence[Variable]) -> list[Variable]:
-    """The clinical variables some design columns belong to."""
-    return [v for v in variables if any(c in v.columns() for c in columns)]

@@ -21,12 +21,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord
 
-from evaluation.cohort_stats import Moments
+from evaluation.cohort_stats import Moments, prune_correlated
 from evaluation.pooling import at_threshold
 from evaluation.table1 import ContinuousCell, categorical_rows, continuous_rows
 from models.federated_logit import INTERCEPT, LogitFit, SeparationError
@@ -48,10 +49,6 @@ BINS = 80  # fixed bins of a continuous variable's histogram: pooled mean +/- 4 
 Model = tuple[tuple[int, ...], tuple[float, ...]]  # design columns and coefficients
 
 
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
 def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_dir: RunDirectory, courier: Courier, models: Mapping[str, ArrayRecord]) -> None:
     """Fit, evaluate and record the run's clinical models (``clinical`` run config key); nothing when it is ``off``."""
     cfg, last = plan.cfg, plan.last
@@ -63,8 +60,7 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
     while True:
         result.clear()
         try:
-            _fit(fed, cfg, excluded, result)
-            _evaluate(fed, cfg, run_dir, result)
+            _evaluate(fed, cfg, run_dir, _fit(fed, cfg, excluded, result), result)
             break
         except SiteFailure as err:
             logger.error("clinical models: %s; fitting again without it", err)
@@ -77,8 +73,6 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
             logger.error("clinical models stopped: %s", err)
             result["stopped"] = str(err)  # what was fitted before stays in the record
             break
-    for private in [k for k in result if k.startswith("_")]:
-        result.pop(private)
     result |= {"mode": cfg.clinical, "excluded": excluded, "message_rounds": fed.rounds, "signature": SIGNATURE_TEXT}
     (run_dir.path / "clinical.json").write_text(json.dumps(result, indent=1, default=_plain) + "\n", encoding="utf-8")
     logger.info("clinical models (%s): %d message rounds; %s", cfg.clinical, fed.rounds, result.get("stopped", "done"))
@@ -98,8 +92,8 @@ def _plain(value: Any) -> Any:
 
 def coding(schemas: Mapping[str, list[Variable]], trainers: list[str], cfg: RunConfig) -> tuple[Harmonised, tuple[Variable, ...], list[str]]:
     """The harmonised variables, the readers' columns and the notes on both; ``ClinicalError`` when the run config asks the impossible."""
-    readers_wanted = _names(cfg.readers)
-    harmonised = harmonise(schemas, trainers, _names(cfg.clinical_variables), readers_wanted)
+    readers_wanted = cfg.reader_list
+    harmonised = harmonise(schemas, trainers, cfg.clinical_variable_list, readers_wanted)
     readers, reader_notes = reader_variables(schemas, readers_wanted) if readers_wanted else ((), [])
     return harmonised, readers, harmonised.notes + reader_notes
 
@@ -131,8 +125,17 @@ def clinical_preflight(grid: Grid, sites: Mapping[int, NodeSite], cfg: RunConfig
         logger.warning("clinical models: %s", note)
 
 
-def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out: dict[str, Any]) -> None:
-    """Schema, harmonisation, Table 1 and the mode's models into ``out`` (``_models`` and ``_design``: what ``_evaluate`` evaluates)."""
+@dataclass(frozen=True)
+class Fitted:
+    """What the evaluation evaluates: the models as columns and coefficients of one design, and the readers."""
+
+    models: dict[str, Model]
+    design: Design
+    readers: tuple[Variable, ...]
+
+
+def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out: dict[str, Any]) -> Fitted:
+    """Schema, harmonisation, Table 1 and the mode's models; what the report shows goes to ``out``."""
     schemas, failed = fed.schemas()
     for site, why in failed.items():
         if any(s.name == site and s.trains for s in fed.sites.values()):
@@ -148,14 +151,12 @@ def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out:
     }  # fmt: skip
     out["table1"] = table1(fed, variables)
     design = Design(variables, signature=True)
-    counts: dict[str, tuple[int, int]] = {}
-    moments = design_moments(fed, design, counts)
-    out["_counts"] = counts
+    moments, counts = design_moments(fed, design)
     out["univariable"] = univariable(fed, design)
-    fitted = (_combined if cfg.clinical == "combined" else _fusion)(fed, cfg, design, moments, out)
-    out.pop("_counts", None)
-    out["_models"], out["_design"] = fitted, out.pop("_eval_design", design)
-    out["_readers"] = readers
+    if cfg.clinical == "combined":
+        return Fitted(_combined(fed, cfg, design, moments, out), design, readers)
+    models, evaluated_on = _fusion(fed, cfg, design, moments, counts, out)
+    return Fitted(models, evaluated_on, readers)
 
 
 def _combined(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: Any, out: dict[str, Any]) -> dict[str, Model]:
@@ -172,20 +173,23 @@ def _combined(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: 
     return models
 
 
-def _fusion(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: Any, out: dict[str, Any]) -> dict[str, Model]:
-    """Seed 004: univariate tests, correlation pruning, the cross-validated LASSO, then single, pre- and post-fusion models."""
+def _fusion(
+    fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: Any, counts: Mapping[str, tuple[int, int]], out: dict[str, Any]
+) -> tuple[dict[str, Model], Design]:
+    """Seed 004: univariate tests, correlation pruning, the cross-validated LASSO, then single, pre- and post-fusion models.
+
+    Returns the models and the design they are evaluated on (the clinical columns and the single models' scores).
+    """
     names = list(design.names)
     tests = univariate_tests(moments, names)
     screened = [j for j in range(1, len(names)) if tests[names[j]] < cfg.clinical_screen_p]
     both = moments[0] + moments[1]
     corr = both.correlation()
-    from evaluation.cohort_stats import prune_correlated
-
     kept_names, pruned = prune_correlated([names[j] for j in screened], corr[np.ix_(screened, screened)], [tests[names[j]] for j in screened], cfg.clinical_prune_r)
     if not kept_names:
         raise ClinicalError(f"no feature has a univariate p below {cfg.clinical_screen_p} (run config 'clinical-screen-p')")
     kept = [names.index(n) for n in kept_names]
-    folds = cv_folds(out.pop("_counts"), cfg.clinical_folds, out["table1"]["min_cell_count"])
+    folds = cv_folds(counts, cfg.clinical_folds, out["table1"]["min_cell_count"])
     if folds < cfg.clinical_folds:
         out["notes"].append(f"LASSO cross-validation in {folds} folds, not clinical-folds={cfg.clinical_folds}: a site's smallest fold would hold fewer cases than its privacy.min_cell_count")
     lasso = lasso_selection(fed, design, moments, kept, folds)
@@ -220,10 +224,8 @@ def _fusion(fed: ClinicalFederation, cfg: RunConfig, design: Design, moments: An
         notes.append("post-fusion needs both single models (clinical and deep): not fitted")
     if not fits:
         raise ClinicalError("no fusion-stage model could be fitted (see the notes)")
-    models = {name: _model(eval_design, f) for name, f in fits.items()}
     out["models"] = {name: fit_rows(fit) for name, fit in fits.items()}
-    out["_eval_design"] = eval_design
-    return models
+    return {name: _model(eval_design, f) for name, f in fits.items()}, eval_design
 
 
 def _model(design: Design, fit: LogitFit) -> Model:
@@ -236,8 +238,7 @@ def nomogram_spec(design: Design, fit: Mapping[str, Any], moments: Any) -> dict[
     """What the report draws the nomogram from: the fit's coefficients and each column's range (mean +/- 2 SD; an ordinal's ranks; 0/1)."""
     both = moments[0] + moments[1]
     names = list(design.names)
-    mean = both.sums / both.n
-    sd = np.sqrt(np.maximum(np.diag(both.cross) / both.n - mean**2, 0.0))
+    mean, sd = both.mean, both.sd
     kinds = {c: v for v in design.variables for c in v.columns()}
     ranges, binary, levels, categorical = {}, [], {}, {}
     fitted = {row["variable"] for row in fit["columns"]}
@@ -291,10 +292,9 @@ def table1(fed: ClinicalFederation, variables: tuple[Variable, ...]) -> dict[str
     return {"rows": rows, "small_cell": k, "min_cell_count": k_by_site, "sites": list(got), "failed": {**failed, **failed2}, "continuous": f"mean +/- SD exact; median [IQR] from {BINS} fixed bins over the pooled mean +/- 4 SD"}
 
 
-def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, result: dict[str, Any]) -> None:
+def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, fitted: Fitted, result: dict[str, Any]) -> None:
     """Every clinical model at every site: validation picks each one's operating point, then the test splits, comparisons and readers."""
-    design: Design = result["_design"]
-    models: dict[str, Model] = result["_models"]
+    design, models, readers = fitted.design, fitted.models, fitted.readers
     reference = run_dir.model
     signature = list(design.names).index(SIGNATURE)
     fits = tuple(Fit(cols, beta, name) for name, (cols, beta) in models.items()) + (Fit((signature,), (1.0,), reference),)
@@ -314,7 +314,6 @@ def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, re
     for name in ("pre-fusion", "post-fusion"):
         if name in models:
             compare += [(name, other) for other in ("clinical", "deep") if other in models]
-    readers: tuple[Variable, ...] = result.pop("_readers", ())
     reader_model = "combined" if "combined" in models else next(iter(models))
     spec = Spec(design=design, fits=fits, thresholds=thresholds, compare=tuple(compare), readers=readers, reader_model=reader_model)
     test, test_failed = fed.ask("evaluate", "test", spec, testers, strict=False)
