@@ -98,13 +98,19 @@ def natural_key(name: str) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """A frame folder's image files in natural name order; a folder without any is named."""
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES), key=lambda p: natural_key(p.name))
+    if not files:
+        raise SiteDataError(f"cine folder {folder}: no frame images ({', '.join(FRAME_SUFFIXES)})", "cine folder without frames")
+    return files
+
+
 def _read_folder(folder: Path) -> Cine:
     """A folder of frame images (grayscale or RGB as stored), in natural name order, all of the first frame's shape."""
     from client.images import read_raster
 
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES), key=lambda p: natural_key(p.name))
-    if not files:
-        raise SiteDataError(f"cine folder {folder}: no frame images ({', '.join(FRAME_SUFFIXES)})", "cine folder without frames")
+    files = frame_files(folder)
     frames = []
     for file in files:
         frame = read_raster(file)

@@ -54,6 +54,7 @@ class SplitData:
     has_mask: torch.Tensor | None = None
     cases: list[Case] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    loops: list[np.ndarray] | None = None  # cine sites: each case's preprocessed loop (F, S, S) uint8 (``client/cine_data.py``)
 
     def __post_init__(self) -> None:
         n, size = len(self), self.images.shape[-1]
@@ -81,6 +82,7 @@ class SiteData:
     image_shapes: Counter[tuple[int, int]]
     fingerprint: str
     crops_without_lesion: dict[str, int] = field(default_factory=dict)  # lesion crops: per split, images with no lesion found (kept whole)
+    frames: int = 0  # cine sites: the clip length T the loader cuts (0: still images)
 
     def counts(self) -> dict[str, dict[int, int]]:
         """Cases per split and label."""
@@ -100,17 +102,23 @@ class SiteData:
             )
 
     def loader(self, split: str, train: bool, seed: int = 0) -> DataLoader:
-        """A DataLoader of case dicts (image, label, mask, has_mask); training loaders shuffle and augment."""
+        """A DataLoader of case dicts (image, label, mask, has_mask), or of clips at a cine site; training loaders shuffle and augment."""
         data = self.splits[split]
         assert data.masks is not None and data.has_mask is not None
-        items = [
-            {"image": data.images[i], "label": data.labels[i], "mask": data.masks[i], "has_mask": data.has_mask[i]}
-            for i in range(len(data))
-        ]
-        transform = augment(self.image_size) if train else None
-        if transform is not None:
-            transform.set_random_state(seed)
-        dataset = Dataset(items, transform=transform)
+        dataset: torch.utils.data.Dataset
+        if data.loops is not None:
+            from client.cine_data import ClipDataset
+
+            dataset = ClipDataset(data.loops, data.labels, self.frames, self.image_size, train)
+        else:
+            items = [
+                {"image": data.images[i], "label": data.labels[i], "mask": data.masks[i], "has_mask": data.has_mask[i]}
+                for i in range(len(data))
+            ]
+            transform = augment(self.image_size) if train else None
+            if transform is not None:
+                transform.set_random_state(seed)
+            dataset = Dataset(items, transform=transform)
         return DataLoader(
             dataset,
             batch_size=self.config.compute.batch_size,
@@ -168,7 +176,14 @@ def _site_keys(config: SiteConfig, image_size: int) -> tuple[list[Case], dict[st
 
 def case_key(case: Case, crop: CropSetting, image_size: int) -> str:
     """The site-cache key of a case's preprocessed input: its files' stamps, the site's UI crop and the size."""
-    return cache_key("case", file_stamp(case.image), file_stamp(case.mask), crop, image_size)
+    return cache_key("case", file_stamp(still_source(case)), file_stamp(case.mask), crop, image_size)
+
+
+def still_source(case: Case) -> Path:
+    """The file a still-image model reads: the row's ``image``, else its cine loop (whose key frame it takes)."""
+    source = case.image or case.video
+    assert source is not None  # the manifest refuses a row with neither
+    return source
 
 
 def _load(
@@ -237,11 +252,12 @@ def _split_data(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
 def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
     """One case's image and lesion mask (if any) after the site's UI crop, and the stored image's shape.
 
-    With crop ``auto``, the image area the DICOM header gives wins over the heuristic. Any error names the manifest row.
+    With crop ``auto``, the image area the DICOM header gives wins over the heuristic. A row without
+    ``image`` gives its loop's key frame: a multi-frame DICOM's representative frame (else its middle
+    one), a frame folder's middle frame. Any error names the manifest row.
     """
-    assert case.image is not None
     try:
-        decoded = decode_image(case.image)
+        decoded = decode_image(key_frame_file(still_source(case)))
         pixels = decoded.pixels
         mask = None if case.mask is None else read_mask(case.mask, pixels.shape)
     except SiteDataError as err:
@@ -249,6 +265,16 @@ def read_case(case: Case, crop: str | tuple[int, int, int, int]) -> tuple[np.nda
     box = decoded.region if crop == "auto" and decoded.region is not None else crop
     cropped, cropped_mask = crop_image(pixels, box, mask)
     return cropped, cropped_mask, pixels.shape
+
+
+def key_frame_file(source: Path) -> Path:
+    """The still file of a source: itself, or a frame folder's middle frame in natural name order."""
+    if not source.is_dir():
+        return source
+    from client.cine import frame_files
+
+    files = frame_files(source)
+    return files[(len(files) - 1) // 2]
 
 
 def clear_cache() -> None:
@@ -297,9 +323,10 @@ def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:
             has_mask=torch.cat([s.splits[split].has_mask for s in sites]),  # type: ignore[misc]
             cases=[c for s in sites for c in s.splits[split].cases],
             keys=[k for s in sites for k in s.splits[split].keys],
+            loops=None if first.splits[split].loops is None else [loop for s in sites for loop in s.splits[split].loops or []],
         )
         for split in SPLITS
     }
     shapes: Counter[tuple[int, int]] = sum((s.image_shapes for s in sites), Counter())
     config = replace(first.config, site=name)
-    return SiteData(config, first.image_size, splits, shapes, hashlib.sha256("".join(s.fingerprint for s in sites).encode()).hexdigest()[:16])
+    return SiteData(config, first.image_size, splits, shapes, hashlib.sha256("".join(s.fingerprint for s in sites).encode()).hexdigest()[:16], frames=first.frames)

@@ -1,4 +1,9 @@
-"""Site manifest CSV: one row per image, validated row by row."""
+"""Site manifest CSV: one row per image, validated row by row.
+
+Input columns: ``image`` (a still: raster or DICOM) and ``video`` (a cine loop: a multi-frame DICOM
+file or a folder of frames). A row needs at least one of them: a still model reads the loop's key
+frame when the row has no ``image`` (``client/data.py``), a video model needs ``video``.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +30,20 @@ class Case:
     row: int
     image: Path | None = None
     mask: Path | None = None
+    video: Path | None = None  # a multi-frame DICOM file or a folder of frames
     split: str | None = None
     scanner: str = ""
     clinical: dict[str, str] = field(default_factory=dict)  # every other column of the row: clinical values and descriptors
 
 
-def read_manifest(path: Path, required_input: str = "image") -> list[Case]:
-    """Read and validate a manifest; errors name the file and the row (1-based, header = row 1)."""
+STILL_OR_LOOP = ("image", "video")  # the columns a still-image model reads (the loop's key frame without an image)
+
+
+def read_manifest(path: Path, required_input: str | tuple[str, ...] = STILL_OR_LOOP) -> list[Case]:
+    """Read and validate a manifest; errors name the file and the row (1-based, header = row 1).
+
+    ``required_input`` is the column the reader needs, or columns of which every row needs one.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
@@ -52,8 +64,8 @@ def read_manifest(path: Path, required_input: str = "image") -> list[Case]:
     return cases
 
 
-def _check_header(path: Path, header: list[str], required_input: str) -> None:
-    """Require case_id, label and the task's input column."""
+def _check_header(path: Path, header: list[str], required_input: str | tuple[str, ...]) -> None:
+    """Require case_id, label and the task's input column (one of them, for several)."""
     for column in ("case_id", "label"):
         if column not in header:
             raise SiteDataError(f"manifest {path}: missing column '{column}'", f"manifest: missing column '{column}'")
@@ -62,14 +74,13 @@ def _check_header(path: Path, header: list[str], required_input: str) -> None:
             f"manifest {path}: needs at least one input column ({', '.join(INPUT_COLUMNS)})",
             "manifest: no input column",
         )
-    if required_input not in header:
-        raise SiteDataError(
-            f"manifest {path}: this task reads the '{required_input}' column, which is missing",
-            f"manifest: missing column '{required_input}'",
-        )
+    wanted = (required_input,) if isinstance(required_input, str) else required_input
+    if not any(c in header for c in wanted):
+        named = " or ".join(f"'{c}'" for c in wanted)
+        raise SiteDataError(f"manifest {path}: this task reads the {named} column, which is missing", f"manifest: missing column {named}")
 
 
-def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required_input: str) -> Case:
+def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required_input: str | tuple[str, ...]) -> Case:
     """Validate one row's id, label, split and file paths."""
     where = f"manifest {path}, row {index}"
     case_id = row.get("case_id", "")
@@ -86,12 +97,14 @@ def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required
             f"{where} (case {case_id}): split {split!r} is not one of {', '.join(SPLITS)}",
             f"manifest row {index}: invalid split",
         )
+    wanted = (required_input,) if isinstance(required_input, str) else required_input
+    if not any(row.get(column, "") for column in wanted):
+        named = " and ".join(f"'{c}'" for c in wanted)
+        raise SiteDataError(f"{where} (case {case_id}): empty {named}", f"manifest row {index}: empty {named}")
     files: dict[str, Path | None] = {}
-    for column in (required_input, "mask"):
+    for column in (*dict.fromkeys((*wanted, "image", "video")), "mask"):
         value = row.get(column, "")
         if not value:
-            if column == required_input:
-                raise SiteDataError(f"{where} (case {case_id}): empty '{column}'", f"manifest row {index}: empty '{column}'")
             files[column] = None
             continue
         file = (base / value).resolve()
@@ -107,6 +120,7 @@ def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required
         row=index,
         image=files.get("image"),
         mask=files.get("mask"),
+        video=files.get("video"),
         split=split,
         scanner=row.get("scanner", ""),
         clinical={c: v for c, v in row.items() if c not in RESERVED_COLUMNS},

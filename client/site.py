@@ -73,6 +73,10 @@ def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, Stat
     ``segmenters`` the message refers to (``digest`` identifies their weights).
     """
     spec = task_for(cfg).inputs(cfg)
+    if spec.frames:
+        from client.cine_data import load_cine_site_data
+
+        return load_cine_site_data(config, spec.size, spec.frames)
     base = load_site_data(config, spec.size)
     if spec.crop == "none":
         return base
@@ -232,20 +236,20 @@ def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
     return out
 
 
-def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module]], cfg: RunConfig, split: str, reference: str) -> list[Metrics]:
+def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module, RunConfig]], split: str, reference: str) -> list[Metrics]:
     """Paired comparisons of ``reference`` with every other model on the same cases of one split.
 
-    Each model is given with the site's inputs it reads (the same cases, in the same order;
-    lesion crops may differ by the segmenter that cut them). DeLong's test for correlated AUCs,
+    Each model is given with the site's inputs it reads and its run config (the same cases, in
+    the same order; lesion crops may differ by the segmenter that cut them, a clip model reads
+    the loops a key-frame model reads the stills of). DeLong's test for correlated AUCs,
     category-free NRI and IDI (``reference`` as the new model); computed at the site from
     per-case scores, only the statistics are returned.
     """
     from evaluation.paired import paired_comparisons
 
-    task = task_for(cfg)
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, (data, model) in inputs.items():
-        out = predict(model, data.loader(split, train=False), task, resolve_device(data.config.compute.device))
+    for name, (data, model, cfg) in inputs.items():
+        out = predict(model, data.loader(split, train=False), task_for(cfg), resolve_device(data.config.compute.device))
         if out.scores is not None:
             scores[name] = (out.labels, out.scores)
     if reference not in scores:

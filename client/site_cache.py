@@ -40,9 +40,19 @@ def cache_key(*parts: Any) -> str:
 
 
 def file_stamp(path: Path | None) -> list[str | int] | None:
-    """A file's path, size and mtime_ns (None for no file): what tells it is unchanged (pass resolved paths)."""
+    """A file's path, size and mtime_ns (None for no file): what tells it is unchanged (pass resolved paths).
+
+    A folder (a cine loop's frames) is stamped by a digest of every file's name, size and mtime_ns in it.
+    """
     if path is None:
         return None
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            if entry.is_file():
+                stat = entry.stat()
+                digest.update(f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return [str(path), "folder", digest.hexdigest()]
     stat = os.stat(path)
     return [str(path), stat.st_size, stat.st_mtime_ns]
 

@@ -68,5 +68,5 @@ def site_index(config: SiteConfig) -> SiteIndex:
     for case in cases:
         split = splits[case.case_id]
         counts[split][case.label] += 1
-        digest.update(json.dumps([case.case_id, case.label, split, file_stamp(case.image), file_stamp(case.mask)]).encode())
+        digest.update(json.dumps([case.case_id, case.label, split, file_stamp(case.image), file_stamp(case.mask), file_stamp(case.video)]).encode())
     return SiteIndex(counts, digest.hexdigest()[:16])

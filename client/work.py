@@ -155,7 +155,32 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
     else:
         model = model_for(message.run, _model_state(content, EVALUATE, message.run))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
+        if message.compare:
+            metrics.update(_comparisons(site, message, data, model, store))
     return EvaluateReply(metrics).to_content()
+
+
+def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, store: ModelStore) -> dict[str, float]:
+    """The evaluated model's paired comparisons with each held model the message names, as ``vs:<stage>/<statistic>`` metrics.
+
+    Each compared model is an earlier stage of the same plan (``models.stages.stage_config``), run on
+    the inputs it reads at this site; only DeLong, NRI and IDI statistics leave the site.
+    """
+    from client.site import compare_models, model_for, node_data
+    from models.stages import stage_config
+    from protocol.messages import comparison_prefix
+    from protocol.metrics import COMPARISON_METRICS, candidate_metric
+
+    inputs = {"": (data, model, message.run)}
+    for name, digest in message.compare:
+        cfg = stage_config(message.run, name)
+        inputs[name] = (node_data(site, cfg), model_for(cfg, unpacked(store.get(digest), cfg, f"held model {digest}")), cfg)
+    return {
+        candidate_metric(comparison_prefix(row["model_b"]), key): float(row[key])
+        for row in compare_models(inputs, message.split, reference="")
+        for key in COMPARISON_METRICS
+        if key in row
+    }
 
 
 def _clinical(site: LocalSite, query: ClinicalQuery, store: ModelStore) -> RecordDict:

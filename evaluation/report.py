@@ -12,6 +12,7 @@ from evaluation.html import endpoint_text, render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
 from evaluation.privacy_report import central_rows, privacy_markdown, privacy_rows
 from evaluation.proportions import proportion_cis
+from protocol.metrics import COMPARISON_METRICS
 
 SCHEMA = "axilla.report/1"
 ROW_FIELDS = (
@@ -22,7 +23,6 @@ ROW_FIELDS = (
 SEGMENTATION_FIELDS = (
     "n", "dice", "dice_sd", "iou", "iou_sd", "precision", "precision_sd", "recall", "recall_sd", "n_truth_empty", "n_pred_empty",
 )
-COMPARISON_FIELDS = ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")
 _MODEL_ORDER = {"federated": 0, "pooled": 1}
 
 
@@ -244,7 +244,7 @@ def _comparisons(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
             value = auc.get((line[f"model_{side}"], line["site"], line["split"]))
             if value is not None:
                 entry[f"auc_{side}"] = value
-        entry.update({k: line[k] for k in COMPARISON_FIELDS if k in line})
+        entry.update({k: line[k] for k in COMPARISON_METRICS if k in line})
         out.append(entry)
     return sorted(out, key=lambda c: (c["site"], c["model_b"]))
 

@@ -14,6 +14,7 @@ from models.task_registry import task_names
 Scalar = bool | int | float | str
 SEGMENTER_NAMES = ("unet", "unetpp", "deeplabv3", "deeplabv3plus")  # models/segmenters.py (kept torch-free here)
 FUSION_RULES = ("mean", "union")
+VIDEO_NETWORK_NAMES = ("resnet3d", "r2plus1d", "tsm", "tin")  # models/video_nets.py (kept torch-free here)
 
 
 class RunConfigError(ValueError):
@@ -76,6 +77,12 @@ class RunConfig:
     clinical_prune_r: float = 0.75  # |Pearson r| above which the less significant of two features is dropped (fusion)
     clinical_folds: int = 5  # site-stratified folds choosing the LASSO penalty (fusion)
     readers: str = ""  # comma list of manifest columns holding radiologists' binary calls or ordinal scores (BI-RADS)
+    video_model: str = "tin"  # task = video: the clip network (models/video_nets.py)
+    video_models: str = "tin,r2plus1d,resnet3d"  # pipeline = cine: the clip networks trained after the static key-frame model
+    clip_frames: int = 16  # T: frames per clip, one from each of T equal segments of the loop (client/cine.py)
+    video_width: int = 64  # planes of the video networks' first ResNet stage (64: the standard ResNet-18; 8-16 on a CPU)
+    cv_folds: int = 0  # federated k-fold cross-validation: folds of each site's non-test cases (0: none; seed 001 used 5)
+    cv_fold: int = 0  # set by the stage plan: the fold a stage trains (its validation cases), 0 outside cross-validation
 
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
@@ -85,7 +92,8 @@ class RunConfig:
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
             "task": task_names(),
-            "pipeline": ("single", "automatic"),
+            "pipeline": ("single", "automatic", "cine"),
+            "video-model": VIDEO_NETWORK_NAMES,
             "seg-fusion": FUSION_RULES,
             "lesion-crop": ("none", "mask", "predicted"),
             "model-variant": ("auto", "standard", "dp-compatible"),
@@ -96,7 +104,7 @@ class RunConfig:
             value = getattr(self, key.replace("-", "_"))
             if value not in allowed:
                 raise RunConfigError(f"run config '{key}' = {value!r}: expected one of {', '.join(allowed)}")
-        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites", "dp_batch_size"):
+        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites", "dp_batch_size", "clip_frames", "video_width"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
         if self.validate_every < 0:
@@ -118,6 +126,13 @@ class RunConfig:
         for name in (self.segmenter, *self.segmenter_list):
             if name not in SEGMENTER_NAMES:
                 raise RunConfigError(f"run config segmenter '{name}': expected one of {', '.join(SEGMENTER_NAMES)}")
+        for name in self.video_model_list:
+            if name not in VIDEO_NETWORK_NAMES:
+                raise RunConfigError(f"run config 'video-models' entry '{name}': expected one of {', '.join(VIDEO_NETWORK_NAMES)}")
+        if self.cv_folds == 1 or self.cv_folds < 0 or not 0 <= self.cv_fold <= self.cv_folds:
+            raise RunConfigError(f"run config 'cv-folds' must be 0 (no cross-validation) or >= 2, got {self.cv_folds}; 'cv-fold' is set by the stage plan")
+        if self.pipeline == "cine" and (self.task != "video" or not self.video_model_list):
+            raise RunConfigError("run config 'pipeline' = 'cine' trains a static key-frame classifier, then each of 'video-models': it needs task = 'video' and at least one video model")
         if self.pipeline == "automatic" and self.task != "classification":
             raise RunConfigError("run config 'pipeline' = 'automatic' trains segmenters, then a classifier: it needs task = 'classification'")
         if self.lesion_crop == "predicted" and not self.segmenter_list:
@@ -127,6 +142,11 @@ class RunConfig:
     def segmenter_list(self) -> tuple[str, ...]:
         """The ``segmenters`` key as names (the automatic pipeline's constituents, fused in this order)."""
         return _names(self.segmenters)
+
+    @property
+    def video_model_list(self) -> tuple[str, ...]:
+        """The ``video-models`` key as names (the cine pipeline's clip networks, trained in this order)."""
+        return _names(self.video_models)
 
     @property
     def clinical_variable_list(self) -> tuple[str, ...]:

@@ -32,6 +32,8 @@ class Stage:
     crop_with: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()
     evaluate_alone: bool = True
+    compare_with: tuple[str, ...] = ()  # stages whose final models this one's is compared with at every test site (DeLong, NRI, IDI)
+    row: str = ""  # the report's name of this stage's model within a run's model ('': the run's model itself)
 
     @property
     def end(self) -> int:
@@ -61,12 +63,21 @@ class Plan:
         """The stage whose model is the run's final model."""
         return self.stages[-1]
 
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``; ``KeyError`` names the plan's stages."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage '{name}' in the plan ({', '.join(s.name for s in self.stages)})")
+
     def describe(self) -> dict[str, Any]:
         """The run-level settings the report shows (the tasks add their own)."""
         out: dict[str, Any] = {}
         if self.cfg.pipeline == "automatic":
             out |= {"pipeline": "automatic", "segmenters": list(self.cfg.segmenter_list), "seg_fusion": self.cfg.seg_fusion}
             out["seg_image_size"] = self.cfg.seg_image_size
+        if self.cfg.pipeline == "cine":
+            out |= {"pipeline": "cine", "static_model": self.cfg.model, "video_models": list(self.cfg.video_model_list)}
         if self.cfg.threshold_rule in ("sensitivity", "specificity"):
             out["threshold_target"] = self.cfg.threshold_target
         return out
@@ -77,8 +88,20 @@ def segmenter_config(cfg: RunConfig, name: str) -> RunConfig:
     return cfg.replace(task="segmentation", segmenter=name, lesion_crop="none", pipeline="single")
 
 
+def static_config(cfg: RunConfig) -> RunConfig:
+    """The run config of the cine pipeline's static model: the ``model`` classifier on each case's key frame."""
+    return cfg.replace(task="classification", pipeline="single")
+
+
+def stage_config(cfg: RunConfig, name: str) -> RunConfig:
+    """The run config of stage ``name`` of the plan that a stage's run config ``cfg`` belongs to (a site's view of the plan)."""
+    return plan_for(cfg).stage(name).cfg
+
+
 def plan_for(cfg: RunConfig) -> Plan:
     """The stages of a run config."""
+    if cfg.pipeline == "cine":
+        return _cine_plan(cfg)
     if cfg.pipeline != "automatic":
         return Plan(cfg, (Stage("", cfg, 0),))
     names = cfg.segmenter_list
@@ -92,3 +115,17 @@ def plan_for(cfg: RunConfig) -> Plan:
     classifier = cfg.replace(lesion_crop="predicted", pipeline="single")
     stages.append(Stage("classifier", classifier, len(names) * cfg.num_rounds, crop_with=names))
     return Plan(cfg, tuple(stages))
+
+
+def _cine_plan(cfg: RunConfig) -> Plan:
+    """Seed 001: the static classifier on the key frames, then each of ``video-models`` on clips, each compared with the static one.
+
+    The video stages keep ``pipeline = cine`` in their run configs, so a site can rebuild the plan
+    from a message and find the static model's config (``stage_config``).
+    """
+    static = Stage("static", static_config(cfg), 0, row="static")
+    videos = [
+        Stage(name, cfg.replace(video_model=name), (i + 1) * cfg.num_rounds, compare_with=("static",), row=name)
+        for i, name in enumerate(cfg.video_model_list)
+    ]
+    return Plan(cfg, (static, *videos))

@@ -30,14 +30,16 @@ Batch = Mapping[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a task is fed at a site: whole images at ``size`` px, or lesion crops cut from images at ``size`` px.
+    """What a task is fed at a site: whole images at ``size`` px, lesion crops cut from images at ``size`` px, or clips.
 
     ``crop`` is ``none``, ``mask`` (ground-truth masks, a reference only) or ``predicted`` (by the
-    segmenters a message refers to, fused by ``seg-fusion``).
+    segmenters a message refers to, fused by ``seg-fusion``); ``frames`` > 0 asks for clips of that
+    many frames cut from each case's cine loop (frames of ``size`` px).
     """
 
     size: int
     crop: str = "none"
+    frames: int = 0
 
     @property
     def needs_segmenters(self) -> bool:

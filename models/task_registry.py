@@ -19,6 +19,7 @@ _BUILT_IN = {
     "classification": "models.task:ClassificationTask",
     "segmentation": "models.task:SegmentationTask",
     "end-to-end": "models.task:EndToEndTask",
+    "video": "models.video_task:VideoTask",
 }
 _REGISTERED: dict[str, TaskFactory] = {}
 

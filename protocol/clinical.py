@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from flwr.app import RecordDict
 
 from protocol.messages import CONFIG, METRICS, Instruction, ProtocolError, _decode
-from protocol.metrics import METRIC_LENGTHS, PER_CASE
+from protocol.metrics import COMPARISON_METRICS, METRIC_LENGTHS, PER_CASE
 
 CLINICAL = "query.clinical"
 SCHEMA = "schema"  # the reply record of the schema job
@@ -39,7 +39,6 @@ JOBS = ("schema", "table1", "moments", "logit", "evaluate")
 KINDS = ("continuous", "binary", "categorical", "ordinal")
 MAX_LEVELS = 20  # a categorical column with more levels is not a clinical variable (free text): refused at the site
 GROUPS = (0, 1)
-COMPARISON_FIELDS = ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")
 READER_FIELDS = (
     "n", "n_positive", "sensitivity", "specificity", "ppv", "npv", "accuracy", "kappa", "kappa_se", "auc", "auc_ci_lo", "auc_ci_hi",
     "mcnemar_sensitivity_p", "mcnemar_specificity_p", "model_kappa", "model_kappa_se",
@@ -275,7 +274,7 @@ class ClinicalQuery(Instruction):
             for fit in spec.fits:
                 out |= {f"{fit.name}/{name}": length for name, length in METRIC_LENGTHS.items() if length != PER_CASE}
             for a, b in spec.compare:
-                out |= {f"{a}~{b}/{name}": None for name in COMPARISON_FIELDS}
+                out |= {f"{a}~{b}/{name}": None for name in COMPARISON_METRICS}
             for reader in spec.readers:
                 out |= {f"reader:{reader.name}/{name}": None for name in READER_FIELDS}
         return out

@@ -184,12 +184,19 @@ class Evaluate(Instruction):
     threshold: float = 0.5
     grad_cam: str = ""  # folder for Grad-CAM overlays at the site ('' writes none)
     candidates: tuple[str, ...] = ()
+    compare: tuple[tuple[str, str], ...] = ()  # (stage, digest) of held models compared with this one on the split's cases
 
     @staticmethod
     def candidates_in(content: RecordDict) -> tuple[str, ...]:
-        """The segmentation candidates a message asks for (empty for any other message), without parsing the rest."""
+        """The metric-name prefixes a reply may use: the segmentation candidates asked for and ``vs:<stage>`` of each comparison."""
         raw = content.config_records.get(CONFIG, ConfigRecord())
-        return _decode(raw.get(_kebab("candidates"), ""), ())
+        compared = _decode(raw.get(_kebab("compare"), ""), ())
+        return (*_decode(raw.get(_kebab("candidates"), ""), ()), *(comparison_prefix(name) for name, _ in compared))
+
+
+def comparison_prefix(stage: str) -> str:
+    """The metric-name prefix of a reply's paired comparison with the model of ``stage``."""
+    return f"vs:{stage}"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ _SCALARS = (
     "seg_recall", "seg_recall_sd", "seg_n_truth_empty", "seg_n_pred_empty",
     # inputs and explanations
     "crops_without_lesion", "grad_cam_written",
+    # a paired comparison with another model on the same cases (sent as ``vs:<stage>/<name>``)
+    *(COMPARISON_METRICS := ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")),
     # differential privacy of a DP-SGD training (client/dp_training.py): enough to recompute epsilon
     *(DP_METRICS := (
         "dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_sample_rate", "dp_steps", "dp_max_grad_norm", "dp_lifetime_epsilon",

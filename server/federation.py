@@ -19,8 +19,8 @@ from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import Plan, Stage, plan_for
 from models.task import build_network, task_for
-from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, model_record_name, wire_model
-from protocol.metrics import split_candidate_metric
+from protocol.messages import EVALUATE, RUN, Evaluate, EvaluateReply, ProtocolError, Train, comparison_prefix, model_record_name, wire_model
+from protocol.metrics import COMPARISON_METRICS, candidate_metric, split_candidate_metric
 from server.dp_variant import VariantError, resolve_variant
 from server.enrolment import EnrolmentError
 from server.handshake import handshake
@@ -158,17 +158,19 @@ def run_plan(
     models: dict[str, ArrayRecord] = {}
     final = ArrayRecord()
     for stage in plan.stages:
+        stage_dir = run_dir.for_row(stage.row)
         if done >= stage.end:
             final = run_dir.load_checkpoint(f"round-{stage.end:03d}")
         else:
             resumed = start.arrays if start is not None and done > stage.offset else None
-            final = _train(grid, stage, sites, dict(excluded or {}), run_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed)
+            final = _train(grid, stage, sites, dict(excluded or {}), stage_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed)
         run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
         models[stage.name] = final
         if stage.candidates:
             segmentation_evaluation(grid, stage, sites, models, run_dir, courier)
         if stage.evaluate_alone:
-            final_evaluation(grid, stage, sites, final, run_dir, courier, models, explain)
+            compared = {name: run_dir.for_row(plan.stage(name).row).rows for name in stage.compare_with}
+            final_evaluation(grid, stage, sites, final, stage_dir, courier, models, explain, compared)
     if len(plan.stages) > 1:
         run_dir.save_checkpoint(run_dir.stage_checkpoint("final"), final)
     if clinical:
@@ -236,17 +238,23 @@ def final_evaluation(
     courier: Courier | None = None,
     models: Mapping[str, ArrayRecord] | None = None,
     explain: bool = False,
+    compared: Mapping[str, str] | None = None,
 ) -> float | None:
     """Pick the threshold on the validation sites' aggregates, then evaluate at every testing site.
 
     Validation rows are re-cut at that threshold from the same replies' histograms; test splits
     of every site, external sites included, are evaluated at it (and, with ``explain``, each
-    site writes Grad-CAM overlays of a few test cases to its own ``output_dir``). Returns the
+    site writes Grad-CAM overlays of a few test cases to its own ``output_dir``). ``compared``
+    (stage name -> its rows' model name) are the earlier stages' models each test site compares
+    this one with on its own test cases (DeLong, NRI, IDI; ``comparisons.jsonl``). Returns the
     threshold (None for a task without case probabilities, e.g. segmentation).
     """
     cfg, task = stage.cfg, task_for(stage.cfg)
-    delivery = (courier or Courier()).delivery(cfg, {name: (models or {})[name] for name in stage.crop_with})
-    request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val")
+    compared = dict(compared or {})
+    delivery = (courier or Courier()).delivery(cfg, {name: (models or {})[name] for name in (*stage.crop_with, *compared)})
+    refs = dict(delivery.refs)
+    segmenters = tuple((name, refs[name]) for name in stage.crop_with)
+    request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=segmenters, split="val")
     validators = {n: s for n, s in sites.items() if s.validates}
     testers = {n: s for n, s in sites.items() if s.tests}
     failures: dict[str, dict[str, str]] = {"val": {}, "test": {}}
@@ -255,10 +263,15 @@ def final_evaluation(
     request = replace(request, split="test")
     if task.has_scores:
         threshold = threshold_from_site_metrics(validation.values(), cfg)
-        logger.info("%s: operating point (%s on pooled validation histograms): %.4f", run_dir.model, cfg.threshold_rule, threshold)
+        logger.info("%s: operating point (%s on pooled validation histograms): %.4f", run_dir.rows, cfg.threshold_rule, threshold)
         validation = {name: at_threshold(m, threshold) for name, m in validation.items()}
-        request = replace(request, threshold=threshold, grad_cam=run_dir.model if explain else "")
+        request = replace(request, threshold=threshold, grad_cam=run_dir.rows if explain else "", compare=tuple((name, refs[name]) for name in compared))
     test = _evaluate(grid, request, testers, arrays, delivery, failures["test"])
+    for site, metrics in test.items():
+        for name, model_b in compared.items():
+            row = {key: metrics.pop(candidate_metric(comparison_prefix(name), key)) for key in COMPARISON_METRICS if candidate_metric(comparison_prefix(name), key) in metrics}
+            if row:
+                run_dir.record_comparison(site, "test", {"model_a": run_dir.rows, "model_b": model_b, **row})
     _record_final(run_dir, validators, testers, validation, test, task.label(), failures)
     return threshold
 
@@ -301,9 +314,9 @@ def _record_final(
     for split, targets, per_site in (("val", validators, validation), ("test", testers, test)):
         for site in targets.values():
             if site.name in per_site:
-                run_dir.record("final", run_dir.model, site.name, split, dict(per_site[site.name]), segmenter=segmenter)
+                run_dir.record("final", run_dir.rows, site.name, split, dict(per_site[site.name]), segmenter=segmenter)
             else:
-                run_dir.record("final", run_dir.model, site.name, split, None, failures[split].get(site.name, "no valid reply"), segmenter=segmenter)
+                run_dir.record("final", run_dir.rows, site.name, split, None, failures[split].get(site.name, "no valid reply"), segmenter=segmenter)
 
 
 def _evaluate(

@@ -57,15 +57,25 @@ class RunDirectory:
     and which keeps no per-round checkpoints (baselines are not resumed).
     """
 
-    def __init__(self, path: Path, model: str = FEDERATED) -> None:
+    def __init__(self, path: Path, model: str = FEDERATED, row: str = "") -> None:
         self.path = Path(path)
         self.model = model
+        self.row = row  # a stage's model within ``model`` (the cine pipeline's ``static``, ``tin``...): rows say ``<model>/<row>``
         (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.metrics_file = self.path / "metrics.jsonl"
+
+    @property
+    def rows(self) -> str:
+        """The model name this directory's metrics rows carry."""
+        return f"{self.model}/{self.row}" if self.row else self.model
 
     def for_model(self, model: str) -> RunDirectory:
         """The same directory, writing another model's rows and checkpoints."""
         return RunDirectory(self.path, model)
+
+    def for_row(self, row: str) -> RunDirectory:
+        """The same directory and model, writing the rows of one of its stages' models (``row``: the stage's, '' for the model itself)."""
+        return RunDirectory(self.path, self.model, row)
 
     def stage_checkpoint(self, name: str) -> str:
         """The checkpoint name of a stage's final model (``name`` is the stage's, ``final`` for the run's last)."""
@@ -179,6 +189,6 @@ class RunDirectory:
 
     def _log_round(self, server_round: int, split: str, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:
         for site, metrics in per_site.items():
-            self.record(server_round, self.model, site, split, dict(metrics))
+            self.record(server_round, self.rows, site, split, dict(metrics))
         for site, reason in missing.items():
-            self.record(server_round, self.model, site, split, None, reason)
+            self.record(server_round, self.rows, site, split, None, reason)

@@ -99,9 +99,10 @@ def compare_at_sites(
                 segmenters = {s: models[s] for s in last.crop_with}
                 refs = tuple((s, wire_model(r)[0]) for s, r in segmenters.items())
                 states = {s: r.to_torch_state_dict() for s, r in segmenters.items()}
-                inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()))
+                inputs[name] = (stage_data(config, last.cfg, states, crop_digest(refs)), model_for(last.cfg, models[last.name].to_torch_state_dict()), last.cfg)
         except SiteDataError as err:  # a site whose data cannot be read has no comparisons; the others still do
             logger.error("no model comparisons at site %s: %s", site.name, err)
             continue
-        for row in compare_models(inputs, last.cfg, "test", reference=FEDERATED):
-            run_dir.record_comparison(site.name, "test", row)
+        for row in compare_models(inputs, "test", reference=FEDERATED):
+            rows = {side: run_dir.for_model(row[side]).for_row(last.row).rows for side in ("model_a", "model_b")}
+            run_dir.record_comparison(site.name, "test", row | rows)
