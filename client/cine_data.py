@@ -29,7 +29,7 @@ from client.errors import SiteDataError
 from client.manifest import SPLITS, Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, file_stamp
 from client.site_config import SiteConfig
-from client.site_index import read_cases
+from client.site_index import fold_cases
 from client.transforms import CropSetting
 
 logger = logging.getLogger("axilla.client")
@@ -64,9 +64,12 @@ def loop_key(case: Case, crop: CropSetting, size: int) -> str:
     return cache_key("loop", file_stamp(case.video), crop, size)
 
 
-def load_cine_site_data(config: SiteConfig, size: int, frames: int) -> SiteData:
-    """The site's loops at ``size`` px for clips of ``frames`` frames: from memory, else the site cache, decoding only what it lacks."""
-    cases, splits = read_cases(config)
+def load_cine_site_data(config: SiteConfig, size: int, frames: int, folds: tuple[int, int] = (0, 0)) -> SiteData:
+    """The site's loops at ``size`` px for clips of ``frames`` frames: from memory, else the site cache, decoding only what it lacks.
+
+    ``folds`` (folds, fold) gives the splits of a cross-validation fold, as for still images.
+    """
+    cases, splits = fold_cases(config, *folds)
     without = [c.row for c in cases if c.video is None]
     if without:
         rows = ", ".join(str(r) for r in without[:10]) + (" ..." if len(without) > 10 else "")

@@ -30,7 +30,7 @@ from client.inventory import Inventory
 from client.manifest import SPLITS, Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, clear_memory, file_stamp
 from client.site_config import SiteConfig
-from client.site_index import read_cases
+from client.site_index import fold_cases
 from client.transforms import CropSetting, augment, crop_image, preprocess, preprocess_mask
 
 logger = logging.getLogger("axilla.client")
@@ -140,9 +140,12 @@ class UnreadableCase:
 _MEMORY: Memory[SiteData] = Memory(24)  # a simulation process may serve several sites and sizes
 
 
-def load_site_data(config: SiteConfig, image_size: int) -> SiteData:
-    """Load, validate and preprocess a site's cases: from memory, else the site cache, decoding only what it lacks."""
-    cases, splits, keys, content = _site_keys(config, image_size)
+def load_site_data(config: SiteConfig, image_size: int, folds: tuple[int, int] = (0, 0)) -> SiteData:
+    """Load, validate and preprocess a site's cases: from memory, else the site cache, decoding only what it lacks.
+
+    ``folds`` (folds, fold) gives the splits of a cross-validation fold (``client/splits.fold_splits``; fold 0: the site's own).
+    """
+    cases, splits, keys, content = _site_keys(config, image_size, folds)
     data = _MEMORY.get(content)
     if data is None:
         data = _load(config, image_size, cases, splits, keys)
@@ -166,9 +169,9 @@ def check_site_data(config: SiteConfig, image_size: int) -> tuple[SiteData, list
     return data, unreadable
 
 
-def _site_keys(config: SiteConfig, image_size: int) -> tuple[list[Case], dict[str, str], list[str], str]:
-    """The manifest's cases, their splits, their site-cache keys and the whole site's content key."""
-    cases, splits = read_cases(config)
+def _site_keys(config: SiteConfig, image_size: int, folds: tuple[int, int] = (0, 0)) -> tuple[list[Case], dict[str, str], list[str], str]:
+    """The manifest's cases, their splits (of a cross-validation fold), their site-cache keys and the whole site's content key."""
+    cases, splits = fold_cases(config, *folds)
     keys = [case_key(case, config.data.crop, image_size) for case in cases]
     content = cache_key("site", repr(config), image_size, [[repr(c), splits[c.case_id], k] for c, k in zip(cases, keys)])
     return cases, splits, keys, content

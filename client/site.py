@@ -67,17 +67,17 @@ def evaluate_candidates(data: SiteData, cfg: RunConfig, states: Mapping[str, Sta
 
 
 def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, State] | None = None, digest: str = "") -> SiteData:
-    """What the run's task trains and evaluates on at this site (the task's ``inputs``).
+    """What the run's task trains and evaluates on at this site (the task's ``inputs``), in the splits of the stage's cross-validation fold.
 
-    Whole images, or lesion crops cut with the ground-truth masks or with the fused
+    Whole images, clips of cine loops, or lesion crops cut with the ground-truth masks or with the fused
     ``segmenters`` the message refers to (``digest`` identifies their weights).
     """
-    spec = task_for(cfg).inputs(cfg)
+    spec, folds = task_for(cfg).inputs(cfg), (cfg.cv_folds, cfg.cv_fold)
     if spec.frames:
         from client.cine_data import load_cine_site_data
 
-        return load_cine_site_data(config, spec.size, spec.frames)
-    base = load_site_data(config, spec.size)
+        return load_cine_site_data(config, spec.size, spec.frames, folds)
+    base = load_site_data(config, spec.size, folds)
     if spec.crop == "none":
         return base
     segmenter = fused_segmenter(cfg, dict(segmenters or {}), cfg.seg_fusion) if spec.needs_segmenters else None

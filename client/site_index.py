@@ -15,7 +15,7 @@ from client.clinical import clinical_columns
 from client.manifest import SPLITS, Case, read_manifest
 from client.site_cache import file_stamp
 from client.site_config import SiteConfig
-from client.splits import assign_splits, check_training_split
+from client.splits import assign_splits, check_training_split, fold_splits
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,20 @@ def read_cases(config: SiteConfig) -> tuple[list[Case], dict[str, str]]:
         return list(cases), dict(splits)
     cases, splits = _read_cases(config)
     _READ[str(data.manifest)] = (key, (list(cases), dict(splits)))
+    return cases, splits
+
+
+def fold_cases(config: SiteConfig, folds: int = 0, fold: int = 0) -> tuple[list[Case], dict[str, str]]:
+    """``read_cases`` with the splits of cross-validation fold ``fold`` of ``folds`` (``client/splits.fold_splits``; 0: none).
+
+    A training site's fold must still train on both labels.
+    """
+    cases, splits = read_cases(config)
+    if fold == 0:
+        return cases, splits
+    splits = fold_splits(cases, splits, folds, fold, config.data.split_seed)
+    if config.trains:
+        check_training_split(cases, splits, f"{config.data.manifest} (cross-validation fold {fold} of {folds})")
     return cases, splits
 
 

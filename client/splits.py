@@ -41,6 +41,23 @@ def assign_splits(
     return out
 
 
+def fold_splits(cases: list[Case], splits: dict[str, str], folds: int, fold: int, seed: int = 0) -> dict[str, str]:
+    """The splits of cross-validation fold ``fold`` of ``folds``: the site's non-test cases cut into stratified folds.
+
+    Within each label, the train and val cases are ordered by a seeded hash of their id and dealt
+    to folds in turn, so every fold holds about 1/``folds`` of each class; fold ``fold``'s cases are
+    ``val``, the others ``train``. Test cases (and an external site's) stay ``test``. ``fold`` 0: unchanged.
+    """
+    if fold == 0:
+        return dict(splits)
+    label = {c.case_id: c.label for c in cases}
+    out = {case_id: "test" for case_id, split in splits.items() if split == "test"}
+    for cls in (0, 1):
+        members = sorted((i for i, split in splits.items() if split != "test" and label[i] == cls), key=lambda i: _hash(seed, i))
+        out |= {case_id: "val" if k % folds == fold - 1 else "train" for k, case_id in enumerate(members)}
+    return out
+
+
 def check_training_split(cases: list[Case], splits: dict[str, str], manifest: str) -> None:
     """A training site needs both labels in its training split."""
     counts = Counter(c.label for c in {c.case_id: c for c in cases}.values() if splits[c.case_id] == "train")

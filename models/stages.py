@@ -8,7 +8,7 @@ the classifier on lesion crops cut by the fused segmenters. Rounds are numbered 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from models.run_config import FUSION_RULES, RunConfig
@@ -34,6 +34,7 @@ class Stage:
     evaluate_alone: bool = True
     compare_with: tuple[str, ...] = ()  # stages whose final models this one's is compared with at every test site (DeLong, NRI, IDI)
     row: str = ""  # the report's name of this stage's model within a run's model ('': the run's model itself)
+    fold: int = 0  # cross-validation: the fold this copy of the stage trains on (its cfg's ``cv-fold``); 0 outside
 
     @property
     def end(self) -> int:
@@ -42,16 +43,31 @@ class Stage:
 
     @property
     def checkpoint(self) -> str:
-        """The stage's final checkpoint name: its own name, or ``final`` for a single-task run."""
-        return self.name or FINAL
+        """The stage's final checkpoint name: its own name, or ``final`` for a single-task run; a fold's adds ``-fold<k>``."""
+        return f"{self.name or 'model'}-fold{self.fold}" if self.fold else self.name or FINAL
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The run's stages in training order."""
+    """The run's stages in training order, and with cross-validation the stages each fold copies (``bases``).
+
+    Under ``cv-folds`` = K the plan trains every stage once per fold (fold k's copies see fold k's
+    cases as validation); each base stage evaluated alone then takes the fold whose model scores the
+    highest pooled validation AUC, which alone is tested. Stages are named by their base in every fold.
+    """
 
     cfg: RunConfig
     stages: tuple[Stage, ...]
+    bases: tuple[Stage, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.bases:
+            object.__setattr__(self, "bases", self.stages)
+
+    @property
+    def folds(self) -> int:
+        """Cross-validation folds (0: none)."""
+        return max(s.fold for s in self.stages)
 
     @property
     def total_rounds(self) -> int:
@@ -60,15 +76,19 @@ class Plan:
 
     @property
     def last(self) -> Stage:
-        """The stage whose model is the run's final model."""
-        return self.stages[-1]
+        """The base stage whose model is the run's final model."""
+        return self.bases[-1]
 
     def stage(self, name: str) -> Stage:
-        """The stage called ``name``; ``KeyError`` names the plan's stages."""
-        for stage in self.stages:
+        """The base stage called ``name``; ``KeyError`` names the plan's stages."""
+        for stage in self.bases:
             if stage.name == name:
                 return stage
-        raise KeyError(f"no stage '{name}' in the plan ({', '.join(s.name for s in self.stages)})")
+        raise KeyError(f"no stage '{name}' in the plan ({', '.join(s.name for s in self.bases)})")
+
+    def fold_stage(self, name: str, fold: int) -> Stage:
+        """Fold ``fold``'s copy of the base stage ``name`` (the stage itself without cross-validation)."""
+        return next(s for s in self.stages if s.name == name and s.fold == fold)
 
     def describe(self) -> dict[str, Any]:
         """The run-level settings the report shows (the tasks add their own)."""
@@ -78,6 +98,8 @@ class Plan:
             out["seg_image_size"] = self.cfg.seg_image_size
         if self.cfg.pipeline == "cine":
             out |= {"pipeline": "cine", "static_model": self.cfg.model, "video_models": list(self.cfg.video_model_list)}
+        if self.cfg.cv_folds:
+            out["cv_folds"] = self.cfg.cv_folds
         if self.cfg.threshold_rule in ("sensitivity", "specificity"):
             out["threshold_target"] = self.cfg.threshold_target
         return out
@@ -94,12 +116,26 @@ def static_config(cfg: RunConfig) -> RunConfig:
 
 
 def stage_config(cfg: RunConfig, name: str) -> RunConfig:
-    """The run config of stage ``name`` of the plan that a stage's run config ``cfg`` belongs to (a site's view of the plan)."""
-    return plan_for(cfg).stage(name).cfg
+    """The run config of base stage ``name`` of the plan that a stage's run config ``cfg`` belongs to (a site's view of the plan)."""
+    return plan_for(cfg.replace(cv_fold=0)).stage(name).cfg
 
 
 def plan_for(cfg: RunConfig) -> Plan:
-    """The stages of a run config."""
+    """The stages of a run config: its base stages, once per fold under ``cv-folds``."""
+    base = _base_plan(cfg.replace(cv_fold=0))
+    if cfg.cv_folds < 2:
+        return base
+    span = base.total_rounds
+    stages = tuple(
+        replace(s, cfg=s.cfg.replace(cv_fold=k), offset=(k - 1) * span + s.offset, fold=k, candidates=(), evaluate_alone=False, compare_with=())
+        for k in range(1, cfg.cv_folds + 1)
+        for s in base.stages
+    )  # fmt: skip
+    return Plan(cfg, stages, base.stages)
+
+
+def _base_plan(cfg: RunConfig) -> Plan:
+    """The stages of a run config, without cross-validation."""
     if cfg.pipeline == "cine":
         return _cine_plan(cfg)
     if cfg.pipeline != "automatic":

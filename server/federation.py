@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from evaluation.pooling import at_threshold
+from evaluation.pooling import at_threshold, pooled_metrics
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import Plan, Stage, plan_for
@@ -155,29 +155,102 @@ def run_plan(
     """
     done = start.completed_rounds if start is not None else 0
     courier = Courier()
-    models: dict[str, ArrayRecord] = {}
-    final = ArrayRecord()
+    trained: dict[int, dict[str, ArrayRecord]] = {}  # each fold's models by stage name (fold 0: no cross-validation)
+    folds: dict[str, dict[int, dict[str, Any]]] = {}  # cross-validation: each base stage's validation per fold
     for stage in plan.stages:
-        stage_dir = run_dir.for_row(stage.row)
+        models = trained.setdefault(stage.fold, {})
         if done >= stage.end:
             final = run_dir.load_checkpoint(f"round-{stage.end:03d}")
         else:
             resumed = start.arrays if start is not None and done > stage.offset else None
+            stage_dir = run_dir.for_row(stage.row)
             final = _train(grid, stage, sites, dict(excluded or {}), stage_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed)
         run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
         models[stage.name] = final
-        if stage.candidates:
-            segmentation_evaluation(grid, stage, sites, models, run_dir, courier)
-        if stage.evaluate_alone:
-            compared = {name: run_dir.for_row(plan.stage(name).row).rows for name in stage.compare_with}
-            final_evaluation(grid, stage, sites, final, stage_dir, courier, models, explain, compared)
+        if not stage.fold:
+            _evaluate_stage(grid, plan, stage, sites, models, run_dir, courier, explain)
+        elif plan.stage(stage.name).evaluate_alone:
+            folds.setdefault(stage.name, {})[stage.fold] = fold_validation(grid, stage, sites, final, run_dir.for_row(stage.row), courier, models)
+    models = trained.get(0, {}) if not plan.folds else _select_folds(grid, plan, sites, trained, folds, run_dir, courier, explain)
     if len(plan.stages) > 1:
-        run_dir.save_checkpoint(run_dir.stage_checkpoint("final"), final)
+        run_dir.save_checkpoint(run_dir.stage_checkpoint("final"), models[plan.last.name])
     if clinical:
         from server.clinical_stage import clinical_stage  # imports server.federation: late
 
         clinical_stage(grid, plan, sites, run_dir, courier, models)
     return models
+
+
+def _evaluate_stage(
+    grid: Grid, plan: Plan, stage: Stage, sites: dict[int, NodeSite], models: Mapping[str, ArrayRecord], run_dir: RunDirectory, courier: Courier, explain: bool
+) -> None:
+    """A trained stage's evaluations: its segmentation candidates, and its model alone (compared with the stages it names)."""
+    if stage.candidates:
+        segmentation_evaluation(grid, stage, sites, models, run_dir, courier)
+    if stage.evaluate_alone:
+        compared = {name: run_dir.for_row(plan.stage(name).row).rows for name in stage.compare_with}
+        final_evaluation(grid, stage, sites, models[stage.name], run_dir.for_row(stage.row), courier, models, explain, compared)
+
+
+def _select_folds(
+    grid: Grid,
+    plan: Plan,
+    sites: dict[int, NodeSite],
+    trained: Mapping[int, Mapping[str, ArrayRecord]],
+    folds: Mapping[str, Mapping[int, dict[str, Any]]],
+    run_dir: RunDirectory,
+    courier: Courier,
+    explain: bool,
+) -> dict[str, ArrayRecord]:
+    """Cross-validation's end: each base stage evaluated alone takes its best fold, which alone is evaluated and tested.
+
+    The best fold has the highest pooled validation AUC (ties: the earlier fold). The stages that cut
+    its inputs come from the same fold (and their segmentation candidates are evaluated with it);
+    its comparisons use the other stages' chosen models. Returns the chosen models by stage name
+    (saved as the stages' checkpoints) and writes ``cv.json``.
+    """
+    chosen: dict[str, ArrayRecord] = {}
+    summary = []
+    for base in plan.bases:
+        if not base.evaluate_alone:
+            continue
+        per_fold = folds[base.name]
+        fold = max(per_fold, key=lambda k: (per_fold[k].get("auc", float("-inf")), -k))
+        for name in (*base.crop_with, base.name):
+            chosen[name] = trained[fold][name]
+            run_dir.save_checkpoint(run_dir.stage_checkpoint(plan.stage(name).checkpoint), chosen[name])
+        for name in base.crop_with:
+            dependency = plan.stage(name)
+            if dependency.candidates:
+                _evaluate_stage(grid, plan, replace(plan.fold_stage(name, fold), candidates=dependency.candidates), sites, chosen, run_dir, courier, explain)
+        stage = replace(plan.fold_stage(base.name, fold), evaluate_alone=True, compare_with=base.compare_with)
+        _evaluate_stage(grid, plan, stage, sites, chosen, run_dir, courier, explain)
+        summary.append({"model": run_dir.for_row(base.row).rows, "chosen_fold": fold, "folds": [per_fold[k] | {"fold": k} for k in sorted(per_fold)]})
+    run_dir.write_cross_validation(plan.folds, summary)
+    return chosen
+
+
+def fold_validation(
+    grid: Grid, stage: Stage, sites: dict[int, NodeSite], arrays: ArrayRecord, run_dir: RunDirectory, courier: Courier, models: Mapping[str, ArrayRecord]
+) -> dict[str, Any]:
+    """Evaluate a cross-validation fold's model on the fold's validation cases at every validating site.
+
+    Each site's row is recorded (round ``cv-fold-<k>``); returns the fold's pooled validation
+    metrics (from the sites' aggregates: AUC with CI, and the proportions at 0.5) and each site's AUC.
+    """
+    delivery = courier.delivery(stage.cfg, {name: models[name] for name in stage.crop_with})
+    request = Evaluate(run=stage.cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val")
+    validators = {n: s for n, s in sites.items() if s.validates}
+    failures: dict[str, str] = {}
+    replies = _evaluate(grid, request, validators, arrays, delivery, failures)
+    for site in validators.values():
+        run_dir.record(f"cv-fold-{stage.fold}", run_dir.rows, site.name, "val", replies.get(site.name), failures.get(site.name, "no valid reply"))
+    usable = [m for m in replies.values() if "hist_pos" in m]
+    pooled = pooled_metrics(usable) if usable else {}
+    keep = ("n", "n_positive", "auc", "auc_ci", "accuracy", "sensitivity", "specificity")
+    out = {k: pooled[k] for k in keep if k in pooled} | {"sites": {name: m.get("auc") for name, m in replies.items()}, "missing": failures}
+    logger.info("%s fold %d: pooled validation AUC %s", run_dir.rows, stage.fold, out.get("auc"))
+    return out
 
 
 def _train(

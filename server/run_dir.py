@@ -171,6 +171,14 @@ class RunDirectory:
         with self.metrics_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")
 
+    def write_cross_validation(self, folds: int, models: list[dict[str, Any]]) -> None:
+        """Record cross-validation's per-fold validation and chosen folds (``cv.json``; for the federated model, or a baseline's entries added)."""
+        path = self.path / "cv.json"
+        payload = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"folds": folds, "selection": "highest pooled validation AUC", "models": []}
+        names = {m["model"] for m in models}
+        payload["models"] = [m for m in payload["models"] if m["model"] not in names] + models
+        path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
     def record_comparison(self, site: str, split: str, row: Mapping[str, Any]) -> None:
         """Append one paired model comparison made at a site to comparisons.jsonl."""
         with (self.path / "comparisons.jsonl").open("a", encoding="utf-8") as handle:

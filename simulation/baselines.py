@@ -70,7 +70,7 @@ def run_baselines(run_dir: RunDirectory, cfg: RunConfig, site_configs: Sequence[
         pooled, _ = handshake(grid, [pooled_node], cfg, cfg.round_timeout)
         roles = {n: "validate" if n in members else "external" for n in sites} | {pooled_node: "pooled"}
         _run_baseline(finals, "pooled", grid, plan, with_roles({**sites, **pooled}, roles), run_dir)
-    finals[FEDERATED] = {stage.name: run_dir.load_checkpoint(stage.checkpoint) for stage in plan.stages}
+    finals[FEDERATED] = {stage.name: run_dir.load_checkpoint(stage.checkpoint) for stage in plan.bases}
     compare_at_sites(run_dir, plan, {n: sites[n] for n in sites}, grid, finals)
 
 
