@@ -52,9 +52,11 @@ def fold_splits(cases: list[Case], splits: dict[str, str], folds: int, fold: int
         return dict(splits)
     label = {c.case_id: c.label for c in cases}
     out = {case_id: "test" for case_id, split in splits.items() if split == "test"}
+    dealt = 0  # the deal goes on across the classes, so odd class sizes do not pile up in the first folds
     for cls in (0, 1):
         members = sorted((i for i, split in splits.items() if split != "test" and label[i] == cls), key=lambda i: _hash(seed, i))
-        out |= {case_id: "val" if k % folds == fold - 1 else "train" for k, case_id in enumerate(members)}
+        out |= {case_id: "val" if (dealt + k) % folds == fold - 1 else "train" for k, case_id in enumerate(members)}
+        dealt += len(members)
     return out
 
 

@@ -25,9 +25,9 @@ _MISSING = "#d9d9d9"
 
 
 def model_order(models: Iterable[str]) -> list[str]:
-    """Distinct model names: federated, pooled, then the others alphabetically."""
+    """Distinct model names: federated, pooled (and their stages' ``<model>/<stage>``), then the others alphabetically."""
     rank = {"federated": 0, "pooled": 1}
-    return sorted(set(models), key=lambda m: (rank.get(m, 2), m))
+    return sorted(set(models), key=lambda m: (rank.get(m.split("/")[0], 2), m))
 
 
 def model_colors(models: Iterable[str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.clinical_report import clinical_markdown, clinical_section
+from evaluation.cv_report import cv_markdown, cv_section
 from evaluation.figures import report_figures
 from evaluation.html import endpoint_text, render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
@@ -85,6 +86,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     clinical = clinical_section(run_dir)
     if clinical:
         report["clinical"] = clinical
+    cross_validation = cv_section(run_dir)
+    if cross_validation:
+        report["cross_validation"] = cross_validation
     phantom = run_dir / "phantom.json"
     if phantom.exists():
         report["phantom"] = json.loads(phantom.read_text(encoding="utf-8"))
@@ -144,7 +148,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (f" (target {run['threshold_target']})" if "threshold_target" in run else "")
         + " on validation, applied unchanged at every site."
         + (f" Automatic pipeline: segmenters {', '.join(run['segmenters'])}, fused by {run['seg_fusion']}, classifier on predicted lesion crops."
-           if run.get("pipeline") == "automatic" else ""),
+           if run.get("pipeline") == "automatic" else "")
+        + (f" Cine pipeline (seed 001): static {run['static_model']} on each case's key frame, then {', '.join(run['video_models'])} on "
+           f"{run['clip_frames']}-frame clips of the loops, each compared with the static model at every site."
+           if run.get("pipeline") == "cine" else ""),
         "",
         "## Sites",
         "",
@@ -180,6 +187,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             out += ["", "| model | vs | DeLong p | NRI | IDI |", "|---|---|---:|---:|---:|"]
             out += [f"| {c['model_a']} | {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     out += _segmentation_markdown(report)
+    out += cv_markdown(report)
     out += clinical_markdown(report)
     out += privacy_markdown(report)
     if report.get("missing"):
@@ -250,8 +258,8 @@ def _comparisons(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Order rows by split, site (the pooled ``all`` last), then federated, pooled, local models."""
-    return (row["split"], row["site"] == "all", row["site"], _MODEL_ORDER.get(row["model"], 2), row["model"])
+    """Order rows by split, site (the pooled ``all`` last), then federated, pooled, local models (a stage's ``<model>/<stage>`` with its model)."""
+    return (row["split"], row["site"] == "all", row["site"], _MODEL_ORDER.get(row["model"].split("/")[0], 2), row["model"])
 
 
 def _fmt(value: Any) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from client.errors import SiteDataError
 from client.manifest import Case
-from client.splits import assign_splits, check_training_split
+from client.splits import assign_splits, check_training_split, fold_splits
 
 
 def _cases(n: int, images_per_case: int = 1) -> list[Case]:
@@ -45,3 +45,22 @@ def test_one_class_training_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SiteDataError) as err:
         check_training_split(cases, splits, "m.csv")
     assert "only label 0" in str(err.value) and "m.csv" in str(err.value)
+
+
+def test_cross_validation_folds_are_disjoint_stratified_and_leave_test_alone() -> None:
+    cases = _cases(61)
+    splits = assign_splits(cases, "train", 0.15, 0.2, seed=3)
+    folds = [fold_splits(cases, splits, 5, k, seed=3) for k in range(1, 6)]
+    test = {i for i, s in splits.items() if s == "test"}
+    held_out = [{i for i, s in f.items() if s == "val"} for f in folds]
+    for f in folds:
+        assert {i for i, s in f.items() if s == "test"} == test and set(f) == set(splits)
+    assert all(not (a & b) for i, a in enumerate(held_out) for b in held_out[i + 1 :])  # disjoint
+    assert set().union(*held_out) == set(splits) - test  # every non-test case is validated once
+    label = {c.case_id: c.label for c in cases}
+    for cls in (0, 1):
+        per_fold = [sum(label[i] == cls for i in fold) for fold in held_out]
+        assert max(per_fold) - min(per_fold) <= 1  # stratified: each class spread evenly
+    sizes = [len(fold) for fold in held_out]
+    assert max(sizes) - min(sizes) <= 1
+    assert fold_splits(cases, splits, 5, 0) == splits and folds[0] == fold_splits(cases, splits, 5, 1, seed=3)
