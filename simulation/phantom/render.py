@@ -112,7 +112,7 @@ def _wave(rng: np.random.Generator, u: np.ndarray, amp: float, freqs: tuple[floa
     return out
 
 
-def _tissue_db(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def tissue_db(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return the tissue echogenicity map in dB (skin, fat, gland, fascia, muscle, chest wall).
 
     Returns:
@@ -178,7 +178,7 @@ def _margin_parts(rng: np.random.Generator, irregularity: float, pattern: str) -
     return parts
 
 
-def _margin_offset(parts: MarginParts, phi: np.ndarray) -> np.ndarray:
+def margin_offset(parts: MarginParts, phi: np.ndarray) -> np.ndarray:
     """Return the relative boundary offset delta(phi) of a lesion outline."""
     delta = np.zeros_like(phi)
     for kind, p in parts:
@@ -251,7 +251,7 @@ def place_lesion(lesion: LesionFeatures, geometry: SiteGeometry, shape: tuple[in
         return ex * ct - ey * st, ex * st + ey * ct
 
     parts = _margin_parts(rng, lesion.margin_irregularity, lesion.margin_pattern)
-    ox, oy = outline(_OUTLINE_PROBE, _margin_offset(parts, _OUTLINE_PROBE))
+    ox, oy = outline(_OUTLINE_PROBE, margin_offset(parts, _OUTLINE_PROBE))
     halo = 4.0 * scale + 1.0
     pad = 2.5 * halo
     shrink = min(1.0, 0.8 * hb / (oy.max() - oy.min() + 2 * pad), 0.85 * wb / (ox.max() - ox.min() + 2 * pad))
@@ -297,7 +297,7 @@ def lesion_inside(shape: LesionShape, beam_shape: tuple[int, int], scale: float 
     ex, ey = xr / a, yr / b
     rho = np.hypot(ex, ey)
     table = np.linspace(-np.pi, np.pi, 2049)
-    delta = np.interp(np.arctan2(ey, ex), table, _margin_offset(shape.parts, table)).astype(np.float32)
+    delta = np.interp(np.arctan2(ey, ex), table, margin_offset(shape.parts, table)).astype(np.float32)
     return (1 + delta - rho) * np.sqrt(a * b), (r0, r1, c0, c1)
 
 
@@ -426,7 +426,7 @@ def render_case(lesion: LesionFeatures, geometry: SiteGeometry, rng: np.random.G
     scanner = geometry.scanner
     hb, wb = geometry.beam_shape
     scale = geometry.width / 480.0
-    tissue, texture = _tissue_db(rng, (hb, wb))
+    tissue, texture = tissue_db(rng, (hb, wb))
     beam_mask, calcs = _add_lesion(tissue, texture, lesion, geometry, rng)
     depth = (np.arange(hb, dtype=np.float32) / hb)[:, None]
     db = tissue + _speckle_db(rng, (hb, wb), scanner, scale) - 10.0 * scanner.attenuation * depth
