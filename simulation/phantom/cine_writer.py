@@ -24,8 +24,6 @@ import csv
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from simulation.phantom.cine_dicom import write_cine_dicom
 from simulation.phantom.cine_features import (
     KEY_FRAME_FEATURES, KEY_FRAME_TERMS, LOOP_ONLY_FEATURES, LOOP_ONLY_TERMS, SWEEP_COLUMNS, draw_sweep_features,
@@ -85,11 +83,12 @@ def _write_loop(rendered: RenderedCine, sweep: Sweep, folder: Path, case_id: str
     site, scanner = cohort.spec, cohort.spec.scanner
     key = rendered.frames[rendered.key_frame]
     if scanner.storage == "dicom":
-        tags = {"scanner": scanner, "site": site.name, "seed": seed, "case_id": case_id,
-                "age": int(cohort.features["age"][i]), "pixel_mm": geometry.pixel_mm, "fov_box": geometry.fov_box}
+        age = int(cohort.features["age"][i])
         write_cine_dicom(rendered.frames, folder / f"videos/{case_id}.dcm", frame_time_ms=sweep.frame_time_ms,
-                         key_frame=rendered.key_frame, **tags)  # type: ignore[arg-type]
-        write_dicom(key, folder / f"images/{case_id}.dcm", **tags)  # type: ignore[arg-type]
+                         key_frame=rendered.key_frame, scanner=scanner, site=site.name, seed=seed, case_id=case_id,
+                         age=age, pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
+        write_dicom(key, folder / f"images/{case_id}.dcm", scanner=scanner, site=site.name, seed=seed,
+                    case_id=case_id, age=age, pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
         return f"videos/{case_id}.dcm", f"images/{case_id}.dcm"
     (folder / "videos" / case_id).mkdir()
     for t, frame in enumerate(rendered.frames):
