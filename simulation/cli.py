@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--preset", default="demo")
     make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--modality", choices=("image", "cine"), default="image", help="image: one still per case; cine: a probe sweep (multi-frame DICOM or frame folder) per case")
     make.add_argument("--dp-epsilon", type=float, default=0.0, metavar="EPS", help="every training site trains only with DP-SGD at this target epsilon (delta 1e-5)")
     run = sub.add_parser("run", parents=[run_opts], help="run a federation on a folder of sites")
     run.add_argument(
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from simulation.phantom import make_phantom
 
     if args.command == "make-phantom":
-        summary = make_phantom(args.out, args.preset, args.seed)
+        summary = make_phantom(args.out, args.preset, args.seed, modality=args.modality)
         if args.dp_epsilon:
             from simulation.phantom.writer import require_dp  # noqa: PLC0415
 

@@ -1,4 +1,4 @@
-"""Write a rendered image as a DICOM Ultrasound Image Storage file with deterministic UIDs."""
+"""Write rendered images as DICOM ultrasound objects (stills here; cine loops in ``cine_dicom.py``) with deterministic UIDs."""
 
 from __future__ import annotations
 
@@ -66,9 +66,31 @@ def write_dicom(image: np.ndarray, path: Path, *, scanner: Scanner, site: str, s
     """
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(f"expected a 2-D uint8 image, got {image.dtype} {image.shape}")
-    sop_uid = _uid("axilla-phantom", seed, site, case_id, "sop")
+    ds = us_dataset(UltrasoundImageStorage, scanner=scanner, site=site, seed=seed, case_id=case_id, age=age)
+    set_pixels(ds, image[None], pixel_mm, fov_box)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def us_dataset(sop_class: str, *, scanner: Scanner, site: str, seed: int, case_id: str, age: int,
+               series: str = "Breast lesion B-mode") -> Dataset:
+    """Return the patient, study, series, equipment and instance attributes of one phantom ultrasound object.
+
+    Args:
+        sop_class: the SOP class UID (still or multi-frame ultrasound image storage).
+        scanner: the site's scanner (manufacturer, model, probe).
+        site: the site's name (institution and UID entropy).
+        seed: the cohort seed (UID entropy).
+        case_id: the case (UID entropy; not stored in clear).
+        age: the patient's age in years.
+        series: the series description.
+
+    Returns:
+        The dataset with its file meta, without any image attribute.
+    """
+    tag = "sop" if sop_class == UltrasoundImageStorage else f"sop|{sop_class}"
+    sop_uid = _uid("axilla-phantom", seed, site, case_id, tag)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -78,7 +100,7 @@ def write_dicom(image: np.ndarray, path: Path, *, scanner: Scanner, site: str, s
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = UltrasoundImageStorage
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = STUDY_TIME
@@ -89,7 +111,7 @@ def write_dicom(image: np.ndarray, path: Path, *, scanner: Scanner, site: str, s
     ds.ReferringPhysicianName = ""
     ds.StationName = scanner.model.replace(" ", "")[:16]
     ds.StudyDescription = "US BREAST"
-    ds.SeriesDescription = "Breast lesion B-mode"
+    ds.SeriesDescription = series
     ds.ManufacturerModelName = scanner.model
     ds.PatientName = "PHANTOM^" + pseudonym(seed, site, case_id)
     ds.PatientID = pseudonym(seed, site, case_id)
@@ -103,15 +125,26 @@ def write_dicom(image: np.ndarray, path: Path, *, scanner: Scanner, site: str, s
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
+    return ds
+
+
+def set_pixels(ds: Dataset, frames: np.ndarray, pixel_mm: float, fov_box: tuple[int, int, int, int]) -> None:
+    """Set the image attributes, the ultrasound region and the native pixel data of (frames, rows, columns) uint8 pixels.
+
+    A single frame is written without NumberOfFrames (a still), several with it (a multi-frame object).
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 3:
+        raise ValueError(f"expected (frames, rows, columns) uint8 pixels, got {frames.dtype} {frames.shape}")
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(image.shape[0]), int(image.shape[1])
+    if frames.shape[0] > 1:
+        ds.NumberOfFrames = int(frames.shape[0])
+    ds.Rows, ds.Columns = int(frames.shape[1]), int(frames.shape[2])
     ds.BitsAllocated = 8
     ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.LossyImageCompression = "00"
     ds.SequenceOfUltrasoundRegions = Sequence([us_region(pixel_mm, fov_box)])
-    pixels = np.ascontiguousarray(image).tobytes()
+    pixels = np.ascontiguousarray(frames).tobytes()
     ds.PixelData = pixels + b"\x00" * (len(pixels) % 2)
-    ds.save_as(path, enforce_file_format=True)

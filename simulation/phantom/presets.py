@@ -18,7 +18,8 @@ class Scanner:
     lengths in millimetres. ``fov_width_mm`` calibrates linear probes and ``depth_mm`` sector
     probes. ``gain`` is an amplitude factor (0.7 = nominal), ``dynamic_range_db`` the displayed
     log-compression range, ``attenuation`` the uncorrected loss over the depth (x10 dB),
-    ``calipers`` the share of cases with burned-in calipers, ``tint`` an RGB colour map.
+    ``calipers`` the share of cases with burned-in calipers, ``tint`` an RGB colour map,
+    ``frame_time_ms`` the time between cine frames (its frame rate; used by the cine phantom only).
     """
 
     manufacturer: str
@@ -42,6 +43,7 @@ class Scanner:
     ruler: bool = True
     calipers: float = 0.0
     sector_half_angle_deg: float = 32.0
+    frame_time_ms: float = 40.0
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from scipy import ndimage
 from simulation.phantom.features import LesionFeatures
 from simulation.phantom.presets import Scanner
 
-_DB_TOP = 10.0
+DB_TOP = 10.0  # dB shown as white
 _GAMMA = 1.4
 _SIZE_LO_MM, _SIZE_HI_MM = 8.0, 50.0
 _FRAC_LO, _FRAC_HI = 0.15, 0.45
@@ -112,7 +112,7 @@ def _wave(rng: np.random.Generator, u: np.ndarray, amp: float, freqs: tuple[floa
     return out
 
 
-def _tissue_db(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def tissue_db(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Return the tissue echogenicity map in dB (skin, fat, gland, fascia, muscle, chest wall).
 
     Returns:
@@ -178,7 +178,7 @@ def _margin_parts(rng: np.random.Generator, irregularity: float, pattern: str) -
     return parts
 
 
-def _margin_offset(parts: MarginParts, phi: np.ndarray) -> np.ndarray:
+def margin_offset(parts: MarginParts, phi: np.ndarray) -> np.ndarray:
     """Return the relative boundary offset delta(phi) of a lesion outline."""
     delta = np.zeros_like(phi)
     for kind, p in parts:
@@ -200,14 +200,43 @@ def _lesion_frac(size_mm: float) -> float:
     return float(_FRAC_LO + (_FRAC_HI - _FRAC_LO) * np.clip(t, 0.0, 1.0))
 
 
-def _add_lesion(tissue: np.ndarray, texture: np.ndarray, lesion: LesionFeatures, geometry: SiteGeometry,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the lesion, its halo, calcifications and posterior effect into ``tissue`` (in place).
+@dataclass(frozen=True)
+class LesionShape:
+    """Where and how big a lesion sits in beam space: its outline and the parameters of its edge and halo.
 
-    Returns:
-        The beam-space boolean lesion mask and the microcalcification pixels (drawn after speckle).
+    ``a`` and ``b`` are the half-axes in display px, ``outline_x`` / ``outline_y`` the outline's
+    sampled offsets from the centre (display px), ``row_c`` / ``col_c`` the centre in beam rows and
+    scan lines, ``col_scale`` display px per scan line at the centre's depth.
     """
-    hb, wb = tissue.shape
+
+    a: float
+    b: float
+    tilt: float
+    parts: MarginParts
+    outline_x: np.ndarray
+    outline_y: np.ndarray
+    row_c: float
+    col_c: float
+    col_scale: float
+    halo: float
+    pad: float
+
+    def outline(self, phi: np.ndarray, delta: np.ndarray, a: float | None = None,
+                b: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (x, y) offsets in display px of the outline ``(1 + delta(phi))`` around the centre."""
+        a, b = self.a if a is None else a, self.b if b is None else b
+        ct, st = np.cos(self.tilt), np.sin(self.tilt)
+        ex, ey = (1 + delta) * a * np.cos(phi), (1 + delta) * b * np.sin(phi)
+        return ex * ct - ey * st, ex * st + ey * ct
+
+
+_OUTLINE_PROBE = np.linspace(-np.pi, np.pi, 721)
+
+
+def place_lesion(lesion: LesionFeatures, geometry: SiteGeometry, shape: tuple[int, int],
+                 rng: np.random.Generator) -> LesionShape:
+    """Size, outline and place a lesion in a beam-space image of ``shape`` (draws its margin parts from ``rng``)."""
+    hb, wb = shape
     scale = geometry.width / 480.0
     row_guess = int(np.clip(lesion.center_d * hb, 0, hb - 1))
     diam = _lesion_frac(lesion.tumor_size_mm) * wb * float(geometry.col_px[row_guess])
@@ -222,8 +251,7 @@ def _add_lesion(tissue: np.ndarray, texture: np.ndarray, lesion: LesionFeatures,
         return ex * ct - ey * st, ex * st + ey * ct
 
     parts = _margin_parts(rng, lesion.margin_irregularity, lesion.margin_pattern)
-    probe = np.linspace(-np.pi, np.pi, 721)
-    ox, oy = outline(probe, _margin_offset(parts, probe))
+    ox, oy = outline(_OUTLINE_PROBE, margin_offset(parts, _OUTLINE_PROBE))
     halo = 4.0 * scale + 1.0
     pad = 2.5 * halo
     shrink = min(1.0, 0.8 * hb / (oy.max() - oy.min() + 2 * pad), 0.85 * wb / (ox.max() - ox.min() + 2 * pad))
@@ -234,61 +262,154 @@ def _add_lesion(tissue: np.ndarray, texture: np.ndarray, lesion: LesionFeatures,
     col_scale = float(geometry.col_px[int(np.clip(row_c, 0, hb - 1))])
     col_c = float(np.clip(lesion.center_u * wb, 3 + pad / col_scale - ox.min() / col_scale,
                           wb - 4 - pad / col_scale - ox.max() / col_scale))
+    return LesionShape(a, b, float(tilt), parts, ox, oy, row_c, col_c, col_scale, halo, pad)
+
+
+Box = tuple[int, int, int, int]
+
+
+def lesion_inside(shape: LesionShape, beam_shape: tuple[int, int], scale: float = 1.0,
+                  shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, Box]:
+    """Return the signed inside distance (display px, >= 0 inside) over the lesion's box, and the box.
+
+    Args:
+        shape: the placed lesion.
+        beam_shape: the beam image's (rows, scan lines).
+        scale: the in-plane size factor of this cross-section (1: the full lesion).
+        shift: (rows, scan lines) moved from the placed centre.
+
+    Returns:
+        The distance field and its box (r0, r1, c0, c1) in the beam image.
+    """
+    hb, wb = beam_shape
+    a, b = shape.a * scale, shape.b * scale
+    ox, oy = shape.outline_x * scale, shape.outline_y * scale
+    row_c, col_c, col_scale, pad = shape.row_c + shift[0], shape.col_c + shift[1], shape.col_scale, shape.pad
     r0 = max(0, int(np.floor(row_c + oy.min() - pad)))
     r1 = min(hb, int(np.ceil(row_c + oy.max() + pad)) + 1)
     c0 = max(0, int(np.floor(col_c + (ox.min() - pad) / col_scale)))
     c1 = min(wb, int(np.ceil(col_c + (ox.max() + pad) / col_scale)) + 1)
 
+    ct, st = np.cos(shape.tilt), np.sin(shape.tilt)
     yy = (np.arange(r0, r1, dtype=np.float32) - row_c)[:, None]
     xx = (np.arange(c0, c1, dtype=np.float32) - col_c)[None, :] * col_scale
     xr, yr = xx * ct + yy * st, -xx * st + yy * ct
     ex, ey = xr / a, yr / b
     rho = np.hypot(ex, ey)
     table = np.linspace(-np.pi, np.pi, 2049)
-    delta = np.interp(np.arctan2(ey, ex), table, _margin_offset(parts, table)).astype(np.float32)
-    inside_dist = (1 + delta - rho) * np.sqrt(a * b)
+    delta = np.interp(np.arctan2(ey, ex), table, margin_offset(shape.parts, table)).astype(np.float32)
+    return (1 + delta - rho) * np.sqrt(a * b), (r0, r1, c0, c1)
+
+
+def paint_lesion(tissue: np.ndarray, texture: np.ndarray, inside_dist: np.ndarray, box: Box,
+                 lesion: LesionFeatures, scale: float) -> np.ndarray:
+    """Blend a hypoechoic lesion and its echogenic halo into ``tissue`` (in place); return its beam-space mask.
+
+    Args:
+        tissue: the beam-space tissue map in dB.
+        texture: the smooth texture field reused for the lesion's interior.
+        inside_dist: the signed inside distance over ``box`` (``lesion_inside``).
+        box: (r0, r1, c0, c1) in the beam image.
+        lesion: the echogenicity and margin irregularity drawn.
+        scale: display px per px of a 480 px wide image.
+    """
+    r0, r1, c0, c1 = box
+    halo = 4.0 * scale + 1.0
     inside = inside_dist >= 0
     edge = (1.0 + 0.8 * scale) * (1.0 + 1.5 * lesion.margin_irregularity)
     weight = np.clip(inside_dist / edge + 0.5, 0, 1)
-
-    box = tissue[r0:r1, c0:c1]
+    patch = tissue[r0:r1, c0:c1]
     lesion_db = -26.0 + 70.0 * (lesion.echogenicity - 0.28) + 3.0 * texture[r0:r1, c0:c1]
     halo_gain = 12.0 * max(0.0, lesion.margin_irregularity - 0.2) / 0.8
     halo_w = np.exp(-(((np.minimum(inside_dist, 0.0)) + 0.5 * edge + 0.5 * halo) / halo) ** 2) * (~inside)
-    box[:] = box * (1 - weight) + lesion_db * weight + halo_gain * halo_w
-
-    calcs = np.zeros(tissue.shape, bool)
-    core = np.flatnonzero(inside_dist.ravel() >= 0.3 * np.sqrt(a * b))
-    if lesion.n_calcifications > 0 and core.size:
-        spots = rng.choice(core, size=min(lesion.n_calcifications, core.size), replace=False)
-        sy, sx = np.unravel_index(spots, inside.shape)
-        dot = max(1, int(round(2.0 * scale)))
-        for dy in range(dot):
-            for dx in range(dot):
-                calcs[np.clip(r0 + sy + dy, 0, hb - 1), np.clip(c0 + sx + dx, 0, wb - 1)] = True
-
+    patch[:] = patch * (1 - weight) + lesion_db * weight + halo_gain * halo_w
     mask = np.zeros(tissue.shape, bool)
     mask[r0:r1, c0:c1] = inside
+    return mask
+
+
+def add_posterior(tissue: np.ndarray, mask: np.ndarray, box: Box, posterior: float) -> None:
+    """Add the posterior acoustic effect below the lesion ``mask`` (shadow if ``posterior`` < 0) to ``tissue``."""
+    hb, wb = tissue.shape
+    r0, _, c0, c1 = box
     spread = max(1.0, 0.12 * (c1 - c0))
     s0, s1 = max(0, c0 - int(3 * spread) - 1), min(wb, c1 + int(3 * spread) + 1)
     beside = mask[r0:, s0:s1]
     below = np.maximum.accumulate(beside, axis=0) & ~beside
     below_s = ndimage.gaussian_filter1d(below.astype(np.float32), spread, axis=1, mode="constant")
     below_s *= ~beside
-    p = lesion.posterior
+    p = posterior
     tissue[r0:, s0:s1] += (22.0 * p if p < 0 else 12.0 * p) * below_s
+
+
+def _calcifications(inside_dist: np.ndarray, box: Box, shape: tuple[int, int], a: float, b: float, n: int,
+                    scale: float, rng: np.random.Generator) -> np.ndarray:
+    """Return the beam-space pixels of ``n`` microcalcifications scattered over the lesion's core."""
+    hb, wb = shape
+    r0, _, c0, _ = box
+    calcs = np.zeros(shape, bool)
+    core = np.flatnonzero(inside_dist.ravel() >= 0.3 * np.sqrt(a * b))
+    if n > 0 and core.size:
+        spots = rng.choice(core, size=min(n, core.size), replace=False)
+        sy, sx = np.unravel_index(spots, inside_dist.shape)
+        dot = max(1, int(round(2.0 * scale)))
+        for dy in range(dot):
+            for dx in range(dot):
+                calcs[np.clip(r0 + sy + dy, 0, hb - 1), np.clip(c0 + sx + dx, 0, wb - 1)] = True
+    return calcs
+
+
+def _add_lesion(tissue: np.ndarray, texture: np.ndarray, lesion: LesionFeatures, geometry: SiteGeometry,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the lesion, its halo, calcifications and posterior effect into ``tissue`` (in place).
+
+    Returns:
+        The beam-space boolean lesion mask and the microcalcification pixels (drawn after speckle).
+    """
+    shape = place_lesion(lesion, geometry, tissue.shape, rng)
+    inside_dist, box = lesion_inside(shape, tissue.shape)
+    scale = geometry.width / 480.0
+    mask = paint_lesion(tissue, texture, inside_dist, box, lesion, scale)
+    calcs = _calcifications(inside_dist, box, tissue.shape, shape.a, shape.b, lesion.n_calcifications, scale, rng)
+    add_posterior(tissue, mask, box, lesion.posterior)
     return mask, calcs
 
 
 def _speckle_db(rng: np.random.Generator, shape: tuple[int, int], scanner: Scanner, scale: float) -> np.ndarray:
     """Return fully developed speckle (Rayleigh amplitude) in dB with the scanner's grain size."""
-    noise = rng.standard_normal((2, *shape), dtype=np.float32)
+    return speckle_db(rng.standard_normal((2, *shape), dtype=np.float32), scanner, scale)
+
+
+def speckle_db(noise: np.ndarray, scanner: Scanner, scale: float) -> np.ndarray:
+    """Return the speckle in dB of a (2, rows, lines) white complex field blurred to the scanner's grain size."""
     sigma = (max(0.5, scanner.grain_axial_px * scale), max(0.5, scanner.grain_lateral_px * scale))
     re = ndimage.gaussian_filter(noise[0], sigma, mode="reflect", truncate=3.0)
     im = ndimage.gaussian_filter(noise[1], sigma, mode="reflect", truncate=3.0)
     intensity = re * re + im * im
     intensity /= float(intensity.mean())
     return 8.5 * np.log10(intensity + 1e-4)
+
+
+def to_display(db: np.ndarray, beam_mask: np.ndarray, geometry: SiteGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Log-compress, scan-convert and blur a beam-space dB image; return the uint8 display and its lesion mask."""
+    scanner = geometry.scanner
+    scale = geometry.width / 480.0
+    db += 20.0 * np.log10(scanner.gain / 0.7)
+    gray = np.clip((db - DB_TOP + scanner.dynamic_range_db) / scanner.dynamic_range_db, 0, 1) ** _GAMMA
+
+    display = np.zeros((geometry.height, geometry.width), np.float32)
+    mask = np.zeros((geometry.height, geometry.width), bool)
+    x0, y0, x1, y1 = geometry.fov_box
+    if geometry.beam_coords is None:
+        display[y0:y1, x0:x1] = gray
+        mask[y0:y1, x0:x1] = beam_mask
+    else:
+        display[geometry.fov_index] = ndimage.map_coordinates(gray, geometry.beam_coords, order=1, prefilter=False)
+        nearest = np.rint(geometry.beam_coords).astype(np.intp)
+        mask[geometry.fov_index] = beam_mask[nearest[0], nearest[1]]
+    if scanner.blur_px > 0:
+        display = ndimage.gaussian_filter(display, scanner.blur_px * scale, mode="constant")
+    return np.rint(display * 255.0).astype(np.uint8), mask
 
 
 def render_case(lesion: LesionFeatures, geometry: SiteGeometry, rng: np.random.Generator) -> Rendered:
@@ -305,36 +426,21 @@ def render_case(lesion: LesionFeatures, geometry: SiteGeometry, rng: np.random.G
     scanner = geometry.scanner
     hb, wb = geometry.beam_shape
     scale = geometry.width / 480.0
-    tissue, texture = _tissue_db(rng, (hb, wb))
+    tissue, texture = tissue_db(rng, (hb, wb))
     beam_mask, calcs = _add_lesion(tissue, texture, lesion, geometry, rng)
     depth = (np.arange(hb, dtype=np.float32) / hb)[:, None]
     db = tissue + _speckle_db(rng, (hb, wb), scanner, scale) - 10.0 * scanner.attenuation * depth
-    db[calcs] = np.maximum(db[calcs], _DB_TOP + 2.0)
-    db += 20.0 * np.log10(scanner.gain / 0.7)
-    gray = np.clip((db - _DB_TOP + scanner.dynamic_range_db) / scanner.dynamic_range_db, 0, 1) ** _GAMMA
-
-    display = np.zeros((geometry.height, geometry.width), np.float32)
-    mask = np.zeros((geometry.height, geometry.width), bool)
-    x0, y0, x1, y1 = geometry.fov_box
-    if geometry.beam_coords is None:
-        display[y0:y1, x0:x1] = gray
-        mask[y0:y1, x0:x1] = beam_mask
-    else:
-        display[geometry.fov_index] = ndimage.map_coordinates(gray, geometry.beam_coords, order=1, prefilter=False)
-        nearest = np.rint(geometry.beam_coords).astype(np.intp)
-        mask[geometry.fov_index] = beam_mask[nearest[0], nearest[1]]
-    if scanner.blur_px > 0:
-        display = ndimage.gaussian_filter(display, scanner.blur_px * scale, mode="constant")
-    image = np.rint(display * 255.0).astype(np.uint8)
+    db[calcs] = np.maximum(db[calcs], DB_TOP + 2.0)
+    image, mask = to_display(db, beam_mask, geometry)
 
     overlay = geometry.ui_mask
     if rng.random() < scanner.calipers:
         overlay = overlay | caliper_layer(mask, geometry.pixel_mm, (geometry.height, geometry.width),
                                           geometry.fov_box)
-    return Rendered(image=_finish(image, overlay, scanner), mask=np.where(mask, 255, 0).astype(np.uint8))
+    return Rendered(image=finish_frame(image, overlay, scanner), mask=np.where(mask, 255, 0).astype(np.uint8))
 
 
-def _finish(image: np.ndarray, overlay: np.ndarray, scanner: Scanner) -> np.ndarray:
+def finish_frame(image: np.ndarray, overlay: np.ndarray, scanner: Scanner) -> np.ndarray:
     """Burn the UI overlay into the image and apply the scanner's colour tint, if any."""
     if scanner.tint is None:
         image[overlay] = 235
@@ -342,7 +448,6 @@ def _finish(image: np.ndarray, overlay: np.ndarray, scanner: Scanner) -> np.ndar
     rgb = np.rint(image[..., None] * np.asarray(scanner.tint, np.float32)).clip(0, 255).astype(np.uint8)
     rgb[overlay] = (255, 214, 96)
     return rgb
-
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

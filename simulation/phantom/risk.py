@@ -108,13 +108,14 @@ READER_CALL_AT = 0.8  # the other reader calls the axilla positive above this im
 READER_NOISE = 1.2  # SD of each reader's error on that scale
 
 
-def reader_reads(features: Features, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def reader_reads(features: Features, rng: np.random.Generator,
+                 image_logodds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two radiologists' reads of each case from what the image shows (never the label): a 2-5 suspicion score and a 0/1 call.
 
-    Each reader sees the image terms' log-odds with an independent error of SD ``READER_NOISE``; the
-    score cuts it at ``READER_CUTS``, the call at ``READER_CALL_AT``.
+    Each reader sees the image terms' log-odds (or ``image_logodds``, what a cine loop shows) with an
+    independent error of SD ``READER_NOISE``; the score cuts it at ``READER_CUTS``, the call at ``READER_CALL_AT``.
     """
-    image = linear_predictor(features, "image")
+    image = linear_predictor(features, "image") if image_logodds is None else image_logodds
     score = 2 + np.searchsorted(READER_CUTS, image + READER_NOISE * rng.normal(size=image.shape[0]))
     call = (image + READER_NOISE * rng.normal(size=image.shape[0]) > READER_CALL_AT).astype(int)
     return score.astype(int), call

@@ -9,6 +9,7 @@ import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -28,7 +29,9 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id", "label", "image", "mask", "scanner", "age", "tumor_size_mm", "er", "pr", "her2",
     "ki67", "histologic_type", "histologic_grade", "reader_score", "reader_call",
 )
-_FEATURE_STREAM, _LABEL_STREAM, _NOISE_STREAM, _READER_STREAM = 1, 2, 3, 4
+FEATURE_STREAM, LABEL_STREAM, NOISE_STREAM, READER_STREAM = 1, 2, 3, 4
+Modality = Literal["image", "cine"]
+MODALITIES: tuple[str, ...] = ("image", "cine")
 
 
 @dataclass
@@ -66,7 +69,7 @@ def site_rng(preset: Preset, site: SiteSpec, seed: int, stream: int, case: int |
         preset: the preset.
         site: the site.
         seed: the cohort seed.
-        stream: 1 case features, 2 labels, 3 per-case pixel noise.
+        stream: 1 case features, 2 labels, 3 per-case pixel noise, 4 readers, 5 sweep features.
         case: the case index, for per-case streams.
 
     Returns:
@@ -92,9 +95,9 @@ def draw_cohort(preset: Preset | str, seed: int = 0, *, flip_labels: bool = Fals
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     cohorts = []
     for site in preset.sites:
-        features = draw_features(site.mix, site_rng(preset, site, seed, _FEATURE_STREAM))
+        features = draw_features(site.mix, site_rng(preset, site, seed, FEATURE_STREAM))
         risk = true_risk(features, site.mix.prevalence)
-        labels = draw_labels(risk, site_rng(preset, site, seed, _LABEL_STREAM))
+        labels = draw_labels(risk, site_rng(preset, site, seed, LABEL_STREAM))
         if flip_labels:
             labels = 1 - labels
         ids = [f"{site.prefix}-{i + 1:04d}" for i in range(site.mix.n_cases)]
@@ -109,14 +112,14 @@ CLINICAL_TYPES: dict[str, object] = {
 }  # fmt: skip  # the site config's data.clinical: every clinical and reader column typed, IDC the reference type
 
 
-def _site_yaml(site: SiteSpec) -> str:
+def site_yaml(site: SiteSpec) -> str:
     """Return the text of the site's ``site.yaml`` (the site-config contract), its clinical columns declared."""
     mapping = site_config_mapping(site.name, site.role)
     mapping["data"]["clinical"] = CLINICAL_TYPES
     return yaml.safe_dump(mapping, sort_keys=False, default_flow_style=None)
 
 
-def _fmt(value: object) -> str:
+def fmt_cell(value: object) -> str:
     """Format one CSV cell deterministically (floats round-trip exactly)."""
     if isinstance(value, (float, np.floating)):
         return repr(float(value))
@@ -125,7 +128,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def save_png(array: np.ndarray, path: Path) -> None:
     """Write an 8-bit grayscale or RGB array as a PNG file."""
     Image.fromarray(array).save(path, format="PNG", compress_level=3)
 
@@ -135,13 +138,13 @@ def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> 
     site, scanner = cohort.spec, cohort.spec.scanner
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
-    (folder / "site.yaml").write_text(_site_yaml(site), encoding="utf-8")
+    (folder / "site.yaml").write_text(site_yaml(site), encoding="utf-8")
     geometry = SiteGeometry.build(scanner, site.name)
     rows = []
-    reader_score, reader_call = reader_reads(cohort.features, site_rng(preset, site, seed, _READER_STREAM))
+    reader_score, reader_call = reader_reads(cohort.features, site_rng(preset, site, seed, READER_STREAM))
     for i, case_id in enumerate(cohort.case_ids):
         lesion = lesion_features(cohort.features, i)
-        rendered = render_case(lesion, geometry, site_rng(preset, site, seed, _NOISE_STREAM, i))
+        rendered = render_case(lesion, geometry, site_rng(preset, site, seed, NOISE_STREAM, i))
         if scanner.storage == "dicom":
             image_rel = f"images/{case_id}.dcm"
             write_dicom(rendered.image, folder / image_rel, scanner=scanner, site=site.name, seed=seed,
@@ -149,30 +152,41 @@ def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> 
                         pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
         else:
             image_rel = f"images/{case_id}.png"
-            _save_png(rendered.image, folder / image_rel)
+            save_png(rendered.image, folder / image_rel)
         mask_rel = f"masks/{case_id}.png"
-        _save_png(rendered.mask, folder / mask_rel)
-        f = cohort.features
-        rows.append([case_id, int(cohort.labels[i]), image_rel, mask_rel, f"{scanner.manufacturer} {scanner.model}",
-                     int(f["age"][i]), f"{f['tumor_size_mm'][i]:.1f}", int(f["er"][i]), int(f["pr"][i]),
-                     int(f["her2"][i]), int(f["ki67"][i]), str(f["histologic_type"][i]),
-                     int(f["histologic_grade"][i]), int(reader_score[i]), int(reader_call[i])])
-    with open(folder / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        save_png(rendered.mask, folder / mask_rel)
+        rows.append([case_id, int(cohort.labels[i]), image_rel, mask_rel,
+                     *case_cells(cohort, i, reader_score, reader_call)])
+    write_manifest(folder / "manifest.csv", MANIFEST_COLUMNS, rows)
+
+
+def case_cells(cohort: SiteCohort, i: int, reader_score: np.ndarray, reader_call: np.ndarray) -> list[object]:
+    """Return the manifest cells after the files of case ``i``: scanner, clinical columns and the readers' reads."""
+    f, scanner = cohort.features, cohort.spec.scanner
+    return [f"{scanner.manufacturer} {scanner.model}", int(f["age"][i]), f"{f['tumor_size_mm'][i]:.1f}",
+            int(f["er"][i]), int(f["pr"][i]), int(f["her2"][i]), int(f["ki67"][i]), str(f["histologic_type"][i]),
+            int(f["histologic_grade"][i]), int(reader_score[i]), int(reader_call[i])]
+
+
+def write_manifest(path: Path, columns: tuple[str, ...], rows: list[list[object]]) -> None:
+    """Write a site's ``manifest.csv``: the header ``columns`` and one row per case."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
 
 
-def _write_truth(cohorts: list[SiteCohort], folder: Path, preset: Preset, seed: int, flip_labels: bool) -> None:
-    """Write the truth folder: per-case risk and features, per-site Bayes AUC, cohort facts."""
+def write_truth(cohorts: list[SiteCohort], folder: Path, preset: Preset, seed: int, flip_labels: bool,
+                columns: tuple[str, ...] = FEATURE_COLUMNS, more_facts: dict[str, object] | None = None) -> None:
+    """Write the truth folder: per-case risk and feature ``columns``, per-site Bayes AUC, cohort facts (and ``more_facts``)."""
     folder.mkdir(parents=True)
     with open(folder / "true_risk.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(("site", "case_id", "risk", "label", *FEATURE_COLUMNS))
+        writer.writerow(("site", "case_id", "risk", "label", *columns))
         for c in cohorts:
             for i, case_id in enumerate(c.case_ids):
-                cells = [_fmt(c.features[name][i]) for name in FEATURE_COLUMNS]
-                writer.writerow([c.spec.name, case_id, _fmt(c.risk[i]), int(c.labels[i]), *cells])
+                cells = [fmt_cell(c.features[name][i]) for name in columns]
+                writer.writerow([c.spec.name, case_id, fmt_cell(c.risk[i]), int(c.labels[i]), *cells])
     aucs = {c.spec.name: c.bayes_auc for c in cohorts}
     (folder / "bayes_auc.json").write_text(json.dumps(aucs, indent=2) + "\n", encoding="utf-8")
     facts = {
@@ -189,11 +203,12 @@ def _write_truth(cohorts: list[SiteCohort], folder: Path, preset: Preset, seed: 
             }
             for c in cohorts
         },
+        **(more_facts or {}),
     }
     (folder / "phantom.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
 
 
-def _clear_previous(out: Path, names: list[str]) -> None:
+def clear_previous(out: Path, names: list[str]) -> None:
     """Remove the truth folder and the site folders of this and of any earlier phantom in ``out``."""
     previous = out / TRUTH_DIR / "phantom.json"
     if previous.is_file():
@@ -223,11 +238,16 @@ def build_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cohorts = draw_cohort(preset, seed, flip_labels=flip_labels)
-    _clear_previous(out, [c.spec.name for c in cohorts])
+    clear_previous(out, [c.spec.name for c in cohorts])
     for cohort in cohorts:
         logger.info("phantom %s: writing %d cases of %s", preset.name, len(cohort.case_ids), cohort.spec.name)
         _write_site(cohort, out / cohort.spec.name, preset, seed)
-    _write_truth(cohorts, out / TRUTH_DIR, preset, seed, flip_labels)
+    write_truth(cohorts, out / TRUTH_DIR, preset, seed, flip_labels)
+    return phantom_summary(out, cohorts)
+
+
+def phantom_summary(out: Path, cohorts: list[SiteCohort]) -> PhantomSummary:
+    """Return what was written to ``out``: the sites, and each one's counts and Bayes AUC."""
     return PhantomSummary(
         out=out,
         sites=[c.spec.name for c in cohorts],
@@ -237,7 +257,8 @@ def build_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool
     )
 
 
-def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels: bool = False) -> PhantomSummary:
+def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels: bool = False,
+                 modality: Modality = "image") -> PhantomSummary:
     """Write the phantom multi-hospital cohort ``preset`` drawn with ``seed`` into ``out``.
 
     Args:
@@ -245,10 +266,17 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
         preset: a name in ``PRESETS`` (``"demo"`` or ``"tiny"``).
         seed: the cohort seed; the same (preset, seed) gives the same bytes.
         flip_labels: give every case the opposite label (pixels never depend on labels).
+        modality: ``"image"`` (one still per case) or ``"cine"`` (a probe sweep per case, ``cine_writer.py``).
 
     Returns:
         The summary of what was written.
     """
+    if modality == "cine":
+        from simulation.phantom.cine_writer import make_cine_phantom  # noqa: PLC0415 - it builds on this module
+
+        return make_cine_phantom(Path(out), preset, seed, flip_labels=flip_labels)
+    if modality != "image":
+        raise ValueError(f"unknown phantom modality {modality!r}; choose one of {list(MODALITIES)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown phantom preset {preset!r}; choose one of {sorted(PRESETS)}")
     return build_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)
