@@ -11,7 +11,8 @@ Run: ``OMP_NUM_THREADS=2 python bench/bench_video.py [--frames 8] [--image-size 
   where the card has it, else float16 with a gradient scaler).
 
 Warm-up iterations are not timed; clips/s = batch x timed iterations / their wall time. Prints a
-Markdown table and writes ``bench/results/<date>-<host>-video.json`` (or ``--out``).
+Markdown table and writes ``bench/results/<date>-<host>-video.json`` (or ``--out``) with the machine and its
+1-minute load average before and after (other work on the machine slows every figure).
 """
 
 from __future__ import annotations
@@ -185,10 +186,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--out", type=Path, help="result file (default: bench/results/<date>-<host>-video.json)")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = [measure(name, setting, args.warmup, args.iters) for setting in settings(args) for name in args.models.split(",")]
     result = {
         "bench": "video", "date": datetime.now().isoformat(timespec="seconds"), "commit": commit(), "machine": machine(),
-        "warmup": args.warmup, "iterations": args.iters, "rows": rows,
+        "load_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}, "warmup": args.warmup, "iterations": args.iters, "rows": rows,
     }  # fmt: skip
     print(table(rows))
     out = args.out or BENCH / "results" / f"{datetime.now():%Y-%m-%d}-{socket.gethostname()}-video.json"
