@@ -1,6 +1,6 @@
 """Benchmark: site-side overhead per message of a loopback TLS deployment (SuperLink, gateway, demo sites).
 
-Run: ``.venv/bin/python bench/bench_deployment.py [--repo PATH] [--rounds N] [--sites-dir DIR] [--out FILE]``.
+Run: ``.venv/bin/python bench/bench_deployment.py [--repo PATH] [--rounds N] [--sites-dir DIR] [--run-config PRESET] [--set K=V] [--out FILE]``.
 
 It starts what a coordinator and the hospitals type (``axilla-study init/add-site``,
 ``axilla-server --study ... --run-config ...``, one ``axilla-client --site ... --superlink ...
@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -240,9 +241,11 @@ def site_name(yaml: Path) -> str:
     return site_key(yaml, "site", yaml.parent.name)
 
 
-def write_run_config(path: Path, rounds: int, assignments: list[str]) -> dict[str, Any]:
-    """The bench's run config: the default task, ``rounds`` rounds of one epoch, validation every round."""
+def write_run_config(path: Path, rounds: int, assignments: list[str], preset: Path | None = None) -> dict[str, Any]:
+    """The bench's run config: ``rounds`` rounds of one epoch, validation every round; then a preset's keys, then ``--set``."""
     config: dict[str, Any] = {"num-rounds": rounds, "local-epochs": 1, "validate-every": 1, "round-timeout": 900.0}
+    if preset is not None:
+        config |= tomllib.loads(preset.read_text(encoding="utf-8"))
     for item in assignments:
         key, _, value = item.partition("=")
         config[key.strip()] = _toml_value(value.strip())
@@ -599,7 +602,7 @@ def run_once(repo: Path, sites: Path, root: Path, args: argparse.Namespace) -> A
         yamls = {site_name(y): y for y in sorted((root / "sites").glob("*/site.yaml"))}
         for site, path in yamls.items():
             launcher.run("server.study_cli", "--study", str(study), "add-site", site, "--role", site_key(path, "role", "train"))
-        config = write_run_config(root / "run.toml", args.rounds, args.assignments)
+        config = write_run_config(root / "run.toml", args.rounds, args.assignments, args.run_config)
         started = time.time()
         server, port = start_server(launcher, study, root / "run.toml", timing)
         clients = {site: (yaml, study, port, timing) for site, yaml in yamls.items()}
@@ -654,6 +657,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="num-rounds (default 3)")
     parser.add_argument("--sites-dir", type=Path, help="folder of sites (*/site.yaml) to copy; made with the demo phantom if empty")
     parser.add_argument("--out", type=Path, help="result file (default: bench/results/<date>-<machine>-deployment.json)")
+    parser.add_argument("--run-config", type=Path, help="a preset (experiments/*.toml) whose keys replace the bench's defaults; --set still wins")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="another run config key")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the server (default 3600)")
     parser.add_argument("--attempts", type=int, default=2, help="runs to try until one completes (default 2); else the fullest is reported")

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from client.cine import read_cine, segment_indices
 from client.clip_transforms import clip_augment, clip_preprocess, crop_loop
-from client.data import SiteData, SplitData
+from client.data import SiteData, SplitData, UnreadableCase
 from client.errors import SiteDataError
 from client.manifest import SPLITS, Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, file_stamp
@@ -145,3 +145,35 @@ def _split(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
         keys=[k for _, _, k in items],
         loops=[e["frames"] for e, _, _ in items],
     )
+
+
+def check_loops(config: SiteConfig, size: int) -> tuple[list[str], list[UnreadableCase]]:
+    """``--check``: decode every cine loop into the site cache, skipping and listing the unreadable ones; summary lines.
+
+    The lines give the loops' count, frames per loop and the frame times their files state.
+    """
+    cases, _ = fold_cases(config)
+    loops = [c for c in cases if c.video is not None]
+    if not loops:
+        return [], []
+    cache, prep = SiteCache(config.output_dir), clip_preprocess(size)
+    lengths: list[int] = []
+    times: Counter[str] = Counter()
+    unreadable: list[UnreadableCase] = []
+    for case in loops:
+        key = loop_key(case, config.data.crop, size)
+        entry = cache.get(key)
+        if entry is None:
+            try:
+                entry = prepare_loop(case, config.data.crop, prep)
+            except SiteDataError as err:
+                unreadable.append(UnreadableCase(case, str(err)))
+                continue
+            cache.put(key, entry)
+        lengths.append(int(entry["frames"].shape[0]))
+        frame_time = float(entry["frame_time_ms"])
+        times["not stated" if np.isnan(frame_time) else f"{frame_time:.1f} ms"] += 1
+    line = f"  cine loops: {len(loops)} ({len(lengths)} readable)"
+    if lengths:
+        line += f", {min(lengths)}-{max(lengths)} frames (median {int(np.median(lengths))}); frame time: " + ", ".join(f"{t} ({n})" for t, n in times.most_common())
+    return [line], unreadable

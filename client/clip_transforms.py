@@ -9,7 +9,9 @@ flip, elastic deformation, random crop) never tears a clip apart in space.
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import Compose, EnsureType, Rand2DElastic, RandFlip, RandScaleCrop, Resize, ScaleIntensityRangePercentiles
+from monai.transforms import (
+    Compose, EnsureType, Rand2DElastic, RandFlip, RandGaussianSmooth, RandScaleCrop, RandScaleIntensity, Resize, ScaleIntensityRangePercentiles,
+)
 
 from client.cine import Cine
 from client.images import LUMA
@@ -48,13 +50,19 @@ def clip_preprocess(size: int) -> Compose:
 
 
 def clip_augment(size: int) -> Compose:
-    """Seed 001's training augmentation of a (T, size, size) clip, the same draw for every frame: flip, elastic, random crop."""
+    """Seed 001's training augmentation of a (T, size, size) clip, the same draw for every frame: flip, elastic, random crop.
+
+    Then a blur and a gain change (drawn once per clip, linear in the pixels), as scanners differ in
+    speckle grain and gain: what the still path's contrast and noise steps do for key frames.
+    """
     return Compose(
         [
             RandFlip(prob=0.5, spatial_axis=1),  # horizontal only: shadows fall downwards
             Rand2DElastic(spacing=(size // 4, size // 4), magnitude_range=(0.0, 1.0), prob=0.3, padding_mode="zeros"),
             RandScaleCrop(roi_scale=0.85, max_roi_scale=1.0, random_size=True),
             Resize((size, size), mode="bilinear"),
+            RandGaussianSmooth(sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), prob=0.3),
+            RandScaleIntensity(factors=0.2, prob=0.3),
             EnsureType(track_meta=False),
         ]
     )

@@ -23,7 +23,7 @@ from models.run_config import RunConfig
 from models.segmenters import build_segmenter
 from models.task_registry import task_for
 
-__all__ = ["Batch", "ClassificationTask", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "build_network", "task_for"]
+__all__ = ["Batch", "ClassificationTask", "SingleLogit", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "build_network", "task_for"]
 
 Batch = Mapping[str, torch.Tensor]
 
@@ -85,8 +85,28 @@ class Task(Protocol):
         """The image -> class-logit module Grad-CAM explains, or None."""
 
 
+class SingleLogit:
+    """What a task whose network gives one logit per case (and no lesion map) means: BCE, labels, sigmoid scores."""
+
+    def loss(self) -> nn.Module:
+        """Binary cross-entropy on the single logit."""
+        return nn.BCEWithLogitsLoss()
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """Labels as a (B, 1) float tensor."""
+        return batch["label"].float().view(-1, 1)
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the logit."""
+        return torch.sigmoid(outputs.view(-1))
+
+    def mask_logits(self, outputs: torch.Tensor) -> None:
+        """A classifier predicts no mask."""
+        return None
+
+
 @dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(SingleLogit):
     """Binary classification of lymph-node metastasis from one image (or lesion crop) per case."""
 
     model: str = "small"
@@ -121,22 +141,6 @@ class ClassificationTask:
     def describe(self, cfg: RunConfig) -> dict[str, Any]:
         """The crop settings, when the classifier reads lesion crops."""
         return {} if self.lesion_crop == "none" else {"lesion_crop": self.lesion_crop, "crop_margin": cfg.crop_margin}
-
-    def loss(self) -> nn.Module:
-        """Binary cross-entropy on the single logit."""
-        return nn.BCEWithLogitsLoss()
-
-    def targets(self, batch: Batch) -> torch.Tensor:
-        """Labels as a (B, 1) float tensor."""
-        return batch["label"].float().view(-1, 1)
-
-    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Sigmoid of the logit."""
-        return torch.sigmoid(outputs.view(-1))
-
-    def mask_logits(self, outputs: torch.Tensor) -> None:
-        """A classifier predicts no mask."""
-        return None
 
     def explained(self, model: nn.Module) -> nn.Module:
         """The classifier itself."""

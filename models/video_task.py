@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from models.run_config import RunConfig
-from models.task import Batch, InputSpec
+from models.task import InputSpec, SingleLogit
 from models.video_nets import build_video_network
 
 
 @dataclass(frozen=True)
-class VideoTask:
+class VideoTask(SingleLogit):
     """Binary classification from clips of ``clip-frames`` frames cut from each case's loop (the ``video`` column)."""
 
     network: str = "tin"
@@ -49,22 +49,6 @@ class VideoTask:
     def describe(self, cfg: RunConfig) -> dict[str, Any]:
         """The clip network, clip length and width."""
         return {"video_model": self.network, "clip_frames": self.frames, "video_width": self.width}
-
-    def loss(self) -> nn.Module:
-        """Binary cross-entropy on the single logit."""
-        return nn.BCEWithLogitsLoss()
-
-    def targets(self, batch: Batch) -> torch.Tensor:
-        """Labels as a (B, 1) float tensor."""
-        return batch["label"].float().view(-1, 1)
-
-    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Sigmoid of the logit."""
-        return torch.sigmoid(outputs.view(-1))
-
-    def mask_logits(self, outputs: torch.Tensor) -> None:
-        """A clip classifier predicts no mask."""
-        return None
 
     def explained(self, model: nn.Module) -> None:
         """No Grad-CAM overlay for clips (the still models write theirs)."""

@@ -19,8 +19,8 @@ SWEEP_COLUMNS: tuple[str, ...] = ("satellite_nodule", "spiculated_pole")
 
 # Each term: (beta, standardised feature), added to the image phantom's terms.
 SWEEP_TERMS: dict[str, tuple[float, Term]] = {
-    "satellite_nodule": (1.8, lambda f: f["satellite_nodule"].astype(float)),
-    "spiculated_pole": (1.4, lambda f: f["spiculated_pole"].astype(float)),
+    "satellite_nodule": (2.6, lambda f: f["satellite_nodule"].astype(float)),
+    "spiculated_pole": (2.2, lambda f: f["spiculated_pole"].astype(float)),
 }
 KEY_FRAME_FEATURES: tuple[str, ...] = ("tumor_size_mm", "margin_irregularity", "aspect_ratio", "echogenicity")
 LOOP_ONLY_FEATURES: tuple[str, ...] = ("posterior", "n_calcifications", *SWEEP_COLUMNS)

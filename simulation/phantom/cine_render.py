@@ -61,7 +61,7 @@ def _with_spicules(shape: LesionShape, rng: np.random.Generator) -> LesionShape:
 def _satellite(shape: LesionShape, sweep: Sweep, geometry: SiteGeometry, rng: np.random.Generator) -> LesionShape:
     """Return the small round satellite nodule beside the lesion, kept inside the beam image."""
     hb, wb = geometry.beam_shape
-    radius = max(0.4 * float(np.sqrt(shape.a * shape.b)), 0.045 * geometry.width)
+    radius = max(0.5 * float(np.sqrt(shape.a * shape.b)), 0.07 * geometry.width)  # visible at a CPU preset's 48 px
     parts = [("cos", np.array([2.0, 0.06, rng.uniform(0, 2 * np.pi)]))]
     round_shape = replace(shape, a=radius, b=radius, tilt=0.0, parts=parts)
     ox, oy = round_shape.outline(_PROBE, margin_offset(parts, _PROBE))
@@ -131,7 +131,7 @@ def render_sweep(case: SweepLesion, geometry: SiteGeometry, sweep: Sweep, rng: n
     findings = _Findings(body, _with_spicules(body, rng) if case.spiculated_pole else None,
                          _satellite(body, sweep, geometry, rng) if case.satellite_nodule else None)
     depth = (np.arange(hb, dtype=np.float32) / hb)[:, None]
-    dot = max(2, int(round(wb / 32)))
+    dot = max(2, int(round(wb / 22)))  # calcifications stay visible at a CPU preset's 48 px
     field = rng.standard_normal((2, *canvas), dtype=np.float32)
     frames, masks = [], []
     for t, s in enumerate(sweep.positions):

@@ -80,3 +80,17 @@ def test_a_good_site_passes_and_shows_formats_modalities_and_scanners(
     assert check_site(yaml, 64)[1] == 0 and len(decoded) == 12  # another size than main's default: decoded again
     clear_cache()
     assert check_site(yaml, 64)[1] == 0 and len(decoded) == 12  # the site cache serves the next check
+
+
+def test_check_decodes_every_cine_loop_and_lists_a_broken_one(tmp_path: Path) -> None:
+    from tests.cine_sites import make_cine_site
+
+    yaml = make_cine_site(tmp_path, "cine", n=6, storage="dicom", frames=(6, 8))
+    summary, unreadable = check_site(yaml, 24)
+    assert unreadable == 0 and "cine loops: 6 (6 readable), " in summary and "frame time: 40.0 ms (6)" in summary
+    loop = tmp_path / "cine" / "loops" / "cine-002.dcm"
+    loop.write_bytes(loop.read_bytes()[:-300])  # a truncated loop: its still still reads, the loop does not
+    clear_cache()
+    summary, unreadable = check_site(yaml, 24)
+    assert unreadable == 1 and "cine loops: 6 (5 readable)" in summary
+    assert "manifest row 4 (case cine-002)" in summary and "cine-002.dcm" in summary

@@ -14,7 +14,7 @@ from client.app import app as client_app
 from client.privacy_guard import audit_path, privacy_guard
 from client.site_config import load_site_config
 from models.run_config import RunConfig
-from protocol.messages import POLICY_VIOLATION, SITE_FAILED, Describe, array_digest, model_record_name
+from protocol.messages import POLICY_VIOLATION, SITE_FAILED, Describe, Evaluate, array_digest, model_record_name
 from tests.conftest import make_site
 
 
@@ -30,10 +30,12 @@ def _model() -> ArrayRecord:
     return ArrayRecord({"w": Array(np.zeros((3, 2), np.float32)), "n": Array(np.zeros((), np.int64))})
 
 
-def _guarded(site_yaml: Path, kind: str, reply_content: RecordDict, attached: dict[str, ArrayRecord] | None = None) -> tuple[Message, list[dict]]:
-    """Pass one message (the global model, plus ``attached`` records) through the guard around a handler answering ``reply_content``."""
+def _guarded(
+    site_yaml: Path, kind: str, reply_content: RecordDict, attached: dict[str, ArrayRecord] | None = None, config: ConfigRecord | None = None
+) -> tuple[Message, list[dict]]:
+    """Pass one message (the global model, plus ``attached`` records and its ``config``) through the guard around a handler answering ``reply_content``."""
     site = load_site_config(site_yaml)
-    incoming = _incoming(kind, RecordDict({"arrays": _model(), **(attached or {}), "config": ConfigRecord({})}))
+    incoming = _incoming(kind, RecordDict({"arrays": _model(), **(attached or {}), "config": config or ConfigRecord({})}))
     context = Context(run_id=1, node_id=7, node_config={"site-config": str(site_yaml)}, state=RecordDict(), run_config={})
     reply = privacy_guard(lambda m, c: site)(incoming, context, lambda m, c: Message(reply_content, reply_to=m))
     log = [json.loads(l) for l in audit_path(site.output_dir).read_text().splitlines()]
@@ -57,10 +59,24 @@ def test_metrics_outside_the_protocol_are_withheld(tmp_path: Path) -> None:
         ({"auc": [0.5, 0.6]}, "metric 'auc' is a list"),
         ({"hist_pos": 3.0}, "metric 'hist_pos' must be a list"),
         ({"unasked/seg_dice": 0.9}, "metric 'unasked/seg_dice' is not part of the protocol"),
+        ({"vs:static/delong_p": 0.3}, "metric 'vs:static/delong_p' is not part of the protocol"),  # a comparison the message did not ask for
     ):
         reply, log = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(metrics)}))
         assert reply.has_error() and rule in reply.error.reason, (metrics, reply.error.reason)
         assert log[-1]["blocked"]
+
+
+def test_a_comparison_leaves_only_as_the_statistics_its_message_asked_for(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    asked = Evaluate(compare=(("static", "d1g3st"),)).config()
+    reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord({"auc": 0.7, "vs:static/delong_p": 0.3, "vs:static/idi": 0.01})}), config=asked)
+    assert not reply.has_error()
+    for metrics, rule in (
+        ({"vs:tin/delong_p": 0.3}, "metric 'vs:tin/delong_p' is not part of the protocol"),
+        ({"vs:static/case_scores": [0.1, 0.9]}, "per-case"),
+    ):
+        reply, log = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(metrics)}), config=asked)
+        assert reply.has_error() and rule in reply.error.reason, (metrics, reply.error.reason)
 
 
 def test_segmenters_sent_along_never_go_back(tmp_path: Path) -> None:

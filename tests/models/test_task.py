@@ -97,3 +97,22 @@ def test_pipeline_config_checks() -> None:
         RunConfig(pipeline="automatic", task="segmentation")
     with pytest.raises(RunConfigError, match="seg-loss-weight"):
         RunConfig(seg_loss_weight=1.5)
+
+
+def test_video_task_reads_clips_and_gives_one_probability_per_clip() -> None:
+    from models.task import build_network
+    from models.video_task import VideoTask
+
+    cfg = RunConfig(task="video", video_model="tin", clip_frames=4, video_width=4, image_size=24, seed=2)
+    task = task_for(cfg)
+    assert isinstance(task, VideoTask) and task.has_scores and not task.needs_masks and task.explained(torch.nn.Identity()) is None
+    assert (task.inputs(cfg).frames, task.inputs(cfg).size, task.inputs(cfg).crop) == (4, 24, "none")
+    assert task.describe(cfg) == {"video_model": "tin", "clip_frames": 4, "video_width": 4}
+    model = build_network(cfg)
+    assert _same(model, build_network(cfg))  # seeded initialisation
+    clips = {"image": torch.rand(2, 1, 4, 24, 24), "label": torch.tensor([0, 1])}
+    out = model(clips["image"])
+    assert out.shape == (2, 1) and task.scores(out).shape == (2,) and task.mask_logits(out) is None
+    assert float(task.loss()(out, task.targets(clips))) > 0
+    with pytest.raises(RunConfigError, match="'video-model' = 'c3d'"):
+        RunConfig(task="video", video_model="c3d")
