@@ -173,7 +173,10 @@ def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, stor
 
     inputs = {"": (data, model, message.run)}
     for name, digest in message.compare:
-        cfg = stage_config(message.run, name)
+        try:
+            cfg = stage_config(message.run, name)
+        except KeyError as err:
+            raise ProtocolError(f"the comparison names {err}") from None
         inputs[name] = (node_data(site, cfg), model_for(cfg, unpacked(store.get(digest), cfg, f"held model {digest}")), cfg)
     return {
         candidate_metric(comparison_prefix(row["model_b"]), key): float(row[key])

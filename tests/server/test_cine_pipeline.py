@@ -93,3 +93,18 @@ def test_comparison_statistics_are_all_that_left_the_sites(cine_run: tuple[Path,
         compared = [k for r in replies for k in r["records"].get("metrics", {}).get("values", {}) if k.startswith("vs:")]
         assert compared and {k.split("/", 1)[1] for k in compared} <= set(COMPARISON_METRICS)
         assert {k.split("/", 1)[0] for k in compared} == {"vs:static"}
+
+
+def test_a_comparison_with_a_stage_outside_the_plan_is_refused_by_name(cine_run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    from flwr.app import ArrayRecord, RecordDict
+
+    from client.node_site import SITE_CONFIG
+    from client.work import ProtocolError, run_work
+    from protocol.messages import EVALUATE, Evaluate
+
+    run_dir, _, sites = cine_run
+    cfg = RunConfig.from_mapping(json.loads((run_dir / "config.json").read_text())["run"]).replace(video_model="tsm")
+    tsm = ArrayRecord(torch.load(run_dir / "checkpoints" / "tsm.pt"))
+    message = Evaluate(run=cfg, split="test", compare=(("inception", "0" * 16),))
+    with pytest.raises(ProtocolError, match="no stage 'inception' in the plan"):
+        run_work(EVALUATE, RecordDict(message.records(tsm)), {SITE_CONFIG: str(sites[2])})
