@@ -211,4 +211,6 @@ LONGEST = (
     "tests/server/test_federation.py",
     "tests/simulation/test_segmentation.py",
     "tests/simulation/test_public_federation.py",
+    "tests/server/test_cine_pipeline.py",
+    "tests/simulation/test_phantom_cine.py",
 )
