@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from tests.client.dicom_files import US_MULTI_FRAME, header, save
-from tests.conftest import write_png
+from tests.conftest import write_png, write_site
 
 
 def sweep(rng: np.random.Generator, label: int, frames: int, size: tuple[int, int] = (40, 48)) -> tuple[np.ndarray, int]:
@@ -30,9 +29,13 @@ def sweep(rng: np.random.Generator, label: int, frames: int, size: tuple[int, in
 
 
 def make_cine_site(
-    root: Path, name: str, role: str = "train", n: int = 12, *, seed: int = 0, storage: str = "folder", frames: tuple[int, int] = (6, 9), stills: bool = True
+    root: Path, name: str, role: str = "train", n: int = 12, *, seed: int = 0, storage: str = "folder", frames: tuple[int, int] = (6, 9), stills: bool = True,
+    data_yaml: str = "",
 ) -> Path:
-    """Write ``root/name/{site.yaml, manifest.csv, loops/}``: loops of ``frames`` (low, high] frames, with key-frame stills if ``stills``."""
+    """Write ``root/name/{site.yaml, manifest.csv, loops/}``: loops of [low, high] ``frames`` frames, with key-frame stills if ``stills``.
+
+    ``data_yaml`` goes under ``data:`` (lines indented two spaces).
+    """
     rng = np.random.default_rng(seed)
     folder = root / name
     records = []
@@ -54,13 +57,4 @@ def make_cine_site(
         if stills:
             records[-1]["image"] = f"stills/{case}.png"
             write_png(folder / records[-1]["image"], loop[key])
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
-        writer.writeheader()
-        writer.writerows(records)
-    (folder / "site.yaml").write_text(
-        f"site: {name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n"
-        "compute: {device: cpu, batch_size: 4, num_workers: 0}\noutput_dir: output\n"
-    )
-    return folder / "site.yaml"
+    return write_site(folder, records, role, batch_size=4, data_yaml=data_yaml)

@@ -110,14 +110,19 @@ def make_site(
             write_png(folder / records[-1]["mask"], disc.astype(np.uint8) * 255)
     if rows is not None:
         rows(records)
+    return write_site(folder, records, role, data_yaml=data_yaml, extra_yaml=extra_yaml)
+
+
+def write_site(folder: Path, records: list[dict[str, str]], role: str, *, batch_size: int = 8, data_yaml: str = "", extra_yaml: str = "") -> Path:
+    """Write ``folder/manifest.csv`` from ``records`` and a ``site.yaml`` named after the folder; return the config's path."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for r in records for k in r)))
         writer.writeheader()
         writer.writerows(records)
     (folder / "site.yaml").write_text(
-        f"site: {name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n{data_yaml}"
-        f"compute: {{device: cpu, batch_size: 8, num_workers: 0}}\noutput_dir: output\n{extra_yaml}"
+        f"site: {folder.name}\nrole: {role}\ndata:\n  manifest: manifest.csv\n  crop: none\n{data_yaml}"
+        f"compute: {{device: cpu, batch_size: {batch_size}, num_workers: 0}}\noutput_dir: output\n{extra_yaml}"
     )
     return folder / "site.yaml"
 
