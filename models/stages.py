@@ -2,7 +2,9 @@
 
 A single-task run has one stage. The automatic pipeline (seed 000) trains each of ``segmenters``
 in turn, evaluates them and their fusions together once the last one is trained, then trains
-the classifier on lesion crops cut by the fused segmenters. Rounds are numbered across stages
+the classifier on lesion crops cut by the fused segmenters. The cine pipeline (seed 001) trains the
+static classifier on key frames, then each video network on clips, each compared with the static
+one. With ``cv-folds`` every stage is trained once per fold. Rounds are numbered across stages
 (``num-rounds`` each), so a resumed run skips the stages whose last round is checkpointed.
 """
 

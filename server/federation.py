@@ -152,6 +152,8 @@ def run_plan(
     round is checkpointed and continues the one it stopped in. ``explain`` writes Grad-CAM
     overlays at the sites during the final test evaluation; ``clinical`` then fits the run's clinical
     models on the final model's signature (``server/clinical_stage.py``; the federated model only).
+    Under cross-validation every fold's copies of the stages train in turn, each validated on its
+    fold, and each model evaluated alone is then evaluated and tested from its best fold only.
     """
     done = start.completed_rounds if start is not None else 0
     courier = Courier()
