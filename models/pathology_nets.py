@@ -16,7 +16,6 @@ MONAI's transformer blocks need ``einops`` (``pip install einops``); nothing els
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 
 import torch
@@ -78,12 +77,6 @@ class PLNet(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-def _require_einops() -> None:
-    """Raise an ImportError naming einops when MONAI's transformer blocks cannot be built."""
-    if importlib.util.find_spec("einops") is None:
-        raise ImportError("MONAI's ViT needs the einops package (pip install einops)")
-
-
 class PathologyViT(nn.Module):
     """MONAI's 2D ViT with a class token, returning (N, num_classes) logits instead of MONAI's (logits, hidden states) tuple."""
 
@@ -120,7 +113,8 @@ def pathology_vit(
     dropout: float = 0.0,
 ) -> PathologyViT:
     """MONAI's ViT on (N, C, image_size, image_size) images; defaults are a CPU preset (ViT-B/16: 768, 12, 12, 3072)."""
-    _require_einops()
+    import einops  # noqa: F401  (MONAI's transformer blocks need it: a missing one fails here, by name)
+
     if image_size % patch_size:
         raise ValueError(f"an image size of {image_size} is not a whole number of {patch_size}-pixel patches")
     vit = ViT(

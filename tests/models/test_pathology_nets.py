@@ -20,8 +20,7 @@ SIZE = 32
 
 
 def _tiny_vit() -> nn.Module:
-    """A 32-pixel ViT with 8-pixel patches and 24-wide tokens (needs einops)."""
-    pytest.importorskip("einops")
+    """A 32-pixel ViT with 8-pixel patches and 24-wide tokens."""
     return pathology_vit(SIZE, patch_size=8, hidden_size=24, depth=2, heads=2, mlp_dim=48)
 
 
