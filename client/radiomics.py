@@ -14,6 +14,9 @@ Everything is computed here from numpy and scipy (no PyRadiomics, no downloads).
   in PyRadiomics. Texture features with no pair or run at all (a single pixel) are NaN.
 - The mesh area and perimeter come from marching squares with edge midpoints (a single pixel is a
   diamond of area 1/2); at a saddle (diagonal pixels) the foreground is treated as disconnected.
+
+Every feature equals PyRadiomics 3.1.0's (``force2D``, ``binCount`` or ``binWidth``) but kurtosis; see
+``tests/client/test_radiomics.py``.
 """
 
 from __future__ import annotations

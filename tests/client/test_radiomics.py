@@ -174,3 +174,87 @@ def test_roi_only_counts_masked_pixels() -> None:
     inside = radiomics_features(image, mask, bins=4)
     alone = radiomics_features(BLOCKS[:, :3], FULL[:, :3], bins=4)
     np.testing.assert_allclose([inside[n] for n in FEATURE_NAMES], [alone[n] for n in FEATURE_NAMES])
+
+
+# Reference values computed once with PyRadiomics v3.1.0 (the PyPI 3.1.0 sdist, built on Python 3.11.7 after
+# adding the cmatrices.h and cshape.h headers it lacks from the v3.1.0 tag) by a throwaway script:
+# RadiomicsFeatureExtractor(force2D=True, force2Ddimension=0, binCount=32 or binWidth=5, label=1), classes
+# firstorder, shape2D, glcm, glrlm, glszm, image and mask as (1, H, W) SimpleITK images of spacing 1.
+# Names: PyRadiomics' Id is inverse_difference, DifferenceAverage dissimilarity, PixelSurface/MeshSurface the areas.
+PYRADIOMICS_BIN_COUNT_32 = {
+    "firstorder_mean": 85.87755102040816,
+    "firstorder_variance": 663.4543940024992,
+    "firstorder_skewness": 0.017823579495027657,
+    "firstorder_kurtosis": 1.8607699558028918 - 3.0,  # PyRadiomics' kurtosis is not excess kurtosis
+    "firstorder_median": 83.5,
+    "firstorder_p10": 51.400000000000006,
+    "firstorder_p90": 122.5,
+    "firstorder_interquartile_range": 45.75,
+    "firstorder_mean_absolute_deviation": 22.221990837151186,
+    "firstorder_robust_mean_absolute_deviation": 17.836875926841326,
+    "firstorder_energy": 1181646.0,
+    "firstorder_root_mean_squared": 89.65717017207997,
+    "firstorder_entropy": 4.811415333851942,
+    "firstorder_uniformity": 0.03965940117543616,
+    "shape_pixel_area": 147.0,
+    "shape_mesh_area": 147.0,
+    "shape_perimeter": 48.627416997969505,
+    "shape_sphericity": 0.8838577984832546,
+    "shape_major_axis_length": 16.577169118410374,
+    "shape_minor_axis_length": 11.409507909997668,
+    "shape_elongation": 0.6882663637259046,
+    "glcm_contrast": 155.05583028083026,
+    "glcm_correlation": 0.05834118827625819,
+    "glcm_joint_energy": 0.006394200848820334,
+    "glcm_joint_entropy": 7.68889988336541,
+    "glcm_inverse_difference": 0.18420042819154564,
+    "glcm_dissimilarity": 9.959452584452585,
+    "glcm_cluster_shade": 71.92043163228138,
+    "glcm_cluster_prominence": 72841.09271349123,
+    "glcm_autocorrelation": 278.1610500610501,
+    "glrlm_short_run_emphasis": 0.9850799606561501,
+    "glrlm_long_run_emphasis": 1.3152459253492559,
+    "glrlm_gray_level_non_uniformity": 5.43728450259819,
+    "glrlm_run_length_non_uniformity": 136.3867477430506,
+    "glrlm_run_percentage": 0.9642857142857142,
+    "glrlm_low_gray_level_run_emphasis": 0.045519617028494656,
+    "glrlm_high_gray_level_run_emphasis": 372.50680537898336,
+    "glszm_small_area_emphasis": 0.9559924083662065,
+    "glszm_large_area_emphasis": 2.4921875,
+    "glszm_gray_level_non_uniformity": 4.640625,
+    "glszm_size_zone_non_uniformity": 114.59375,
+    "glszm_zone_percentage": 0.8707482993197279,
+}
+PYRADIOMICS_BIN_WIDTH_5 = {
+    "shape_mesh_area": 26.0,
+    "shape_perimeter": 27.313708498984745,
+    "glcm_contrast": 10.76299342105263,
+    "glcm_joint_entropy": 3.9459407992058493,
+    "glszm_zone_percentage": 0.5357142857142857,
+    "glszm_small_area_emphasis": 0.6711851851851852,
+    "firstorder_entropy": 2.824291085081514,
+}
+
+
+def test_matches_pyradiomics_bin_count() -> None:
+    # A 24x24 pseudo-random image, an elliptic ROI of 147 pixels with one interior hole.
+    yy, xx = np.mgrid[:24, :24]
+    image = ((xx * xx * 7 + yy * 13 + xx * yy * 3) % 61) * 1.5 + 40.0
+    mask = ((yy - 11.5) / 8) ** 2 + ((xx - 12) / 6) ** 2 <= 1
+    mask[11, 12] = False
+    f = radiomics_features(image, mask, bins=32)
+    for name, value in PYRADIOMICS_BIN_COUNT_32.items():
+        assert f[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert set(FEATURE_NAMES) - set(PYRADIOMICS_BIN_COUNT_32) == {"firstorder_minimum", "firstorder_maximum", "firstorder_range", "shape_perimeter_area_ratio"}
+
+
+def test_matches_pyradiomics_bin_width_and_saddles() -> None:
+    # A 5x5 square with three pixels touching it or each other only at corners (marching-squares saddles).
+    yy, xx = np.mgrid[:12, :12]
+    image = ((xx * 5 + yy * yy * 11 + xx * yy) % 23) * 2.0 + 30.0
+    mask = np.zeros((12, 12), dtype=bool)
+    mask[3:8, 3:8] = True
+    mask[8, 8] = mask[9, 9] = mask[2, 2] = True
+    f = radiomics_features(image, mask, bin_width=5.0)
+    for name, value in PYRADIOMICS_BIN_WIDTH_5.items():
+        assert f[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
