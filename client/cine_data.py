@@ -24,9 +24,9 @@ from torch.utils.data import Dataset
 
 from client.cine import read_cine, segment_indices
 from client.clip_transforms import clip_augment, clip_preprocess, crop_loop
-from client.data import SiteData, SplitData, UnreadableCase
+from client.data import Entry, SiteData, SplitData, UnreadableCase, cached_entries, gather_site
 from client.errors import SiteDataError
-from client.manifest import SPLITS, Case
+from client.manifest import Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, file_stamp
 from client.site_config import SiteConfig
 from client.site_index import fold_cases
@@ -88,30 +88,24 @@ def load_cine_site_data(config: SiteConfig, size: int, frames: int, folds: tuple
 
 def _load(config: SiteConfig, size: int, frames: int, cases: list[Case], splits: dict[str, str], keys: list[str]) -> SiteData:
     """Every loop from the site cache, decoding and storing the missing ones; fails on the first bad or short loop."""
-    cache = SiteCache(config.output_dir)
     prep = clip_preprocess(size)
-    shapes: Counter[tuple[int, int]] = Counter()
-    digest = hashlib.sha256()
-    by_split: dict[str, list[tuple[Arrays, Case, str]]] = {s: [] for s in SPLITS}
-    decoded = 0
-    for case, key in zip(cases, keys):
-        entry = cache.get(key)
-        if entry is None:
-            entry = prepare_loop(case, config.data.crop, prep)
-            cache.put(key, entry)
-            decoded += 1
+
+    def long_enough(item: Entry) -> None:
+        """Refuse a loop shorter than the clip, by row and file."""
+        entry, case, _ = item
         n = int(entry["frames"].shape[0])
         if n < frames:
             raise SiteDataError(
                 f"manifest row {case.row} (case {case.case_id}): cine loop {case.video} has {n} frame(s), fewer than the clip length T = {frames}",
                 f"manifest row {case.row}: cine loop shorter than the clip length T = {frames}",
             )
-        shapes[(int(entry["shape"][0]), int(entry["shape"][1]))] += 1
-        by_split[splits[case.case_id]].append((entry, case, key))
-        digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode() + entry["digest"].tobytes())
+
+    by_split, shapes, fingerprint, decoded = gather_site(
+        config, cases, splits, keys, lambda case: prepare_loop(case, config.data.crop, prep), accept=long_enough
+    )
     out = {name: _split(items, size) for name, items in by_split.items()}
     logger.info("site %s: loaded %d cine loops, %d decoded, %d from the site cache", config.site, len(cases), decoded, len(cases) - decoded)
-    return SiteData(config, size, out, shapes, digest.hexdigest()[:16], frames=frames)
+    return SiteData(config, size, out, shapes, fingerprint, frames=frames)
 
 
 def prepare_loop(case: Case, crop: CropSetting, prep: object) -> Arrays:
@@ -135,7 +129,7 @@ def prepare_loop(case: Case, crop: CropSetting, prep: object) -> Arrays:
     }
 
 
-def _split(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
+def _split(items: list[Entry], size: int) -> SplitData:
     """One split's loops, labels and cases (no still images: ``images`` is empty)."""
     return SplitData(
         images=torch.empty(len(items), 0),
@@ -156,20 +150,12 @@ def check_loops(config: SiteConfig, size: int) -> tuple[list[str], list[Unreadab
     loops = [c for c in cases if c.video is not None]
     if not loops:
         return [], []
-    cache, prep = SiteCache(config.output_dir), clip_preprocess(size)
+    prep = clip_preprocess(size)
     lengths: list[int] = []
     times: Counter[str] = Counter()
     unreadable: list[UnreadableCase] = []
-    for case in loops:
-        key = loop_key(case, config.data.crop, size)
-        entry = cache.get(key)
-        if entry is None:
-            try:
-                entry = prepare_loop(case, config.data.crop, prep)
-            except SiteDataError as err:
-                unreadable.append(UnreadableCase(case, str(err)))
-                continue
-            cache.put(key, entry)
+    keys = [loop_key(case, config.data.crop, size) for case in loops]
+    for (entry, _, _), _ in cached_entries(SiteCache(config.output_dir), loops, keys, lambda case: prepare_loop(case, config.data.crop, prep), unreadable):
         lengths.append(int(entry["frames"].shape[0]))
         frame_time = float(entry["frame_time_ms"])
         times["not stated" if np.isnan(frame_time) else f"{frame_time:.1f} ms"] += 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -196,33 +196,70 @@ def _load(
 
     Fails on the first bad file; with an ``unreadable`` list, skips each bad case and appends it there instead.
     """
-    cache = SiteCache(config.output_dir)
     prep, prep_mask = preprocess(image_size), preprocess_mask(image_size)
-    shapes: Counter[tuple[int, int]] = Counter()
-    digest = hashlib.sha256()
-    by_split: dict[str, list[tuple[Arrays, Case, str]]] = {s: [] for s in SPLITS}
-    decoded = 0
-    for case, key in zip(cases, keys):
-        entry = cache.get(key)
-        if entry is None:
-            try:
-                entry = _prepare_case(case, config.data.crop, prep, prep_mask)
-            except SiteDataError as err:
-                if unreadable is None:
-                    raise
-                unreadable.append(UnreadableCase(case, str(err)))
-                continue
-            cache.put(key, entry)
-            decoded += 1
-        shapes[(int(entry["shape"][0]), int(entry["shape"][1]))] += 1
-        by_split[splits[case.case_id]].append((entry, case, key))
-        digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode() + entry["digest"].tobytes())
+    by_split, shapes, fingerprint, decoded = gather_site(
+        config, cases, splits, keys, lambda case: _prepare_case(case, config.data.crop, prep, prep_mask), unreadable
+    )
     out = {name: _split_data(items, image_size) for name, items in by_split.items()}
     logger.info(
         "site %s: loaded %d images, %d decoded, %d from the site cache (%s)",
         config.site, len(cases), decoded, len(cases) - decoded, {k: len(v) for k, v in out.items()},
     )
-    return SiteData(config, image_size, out, shapes, digest.hexdigest()[:16])
+    return SiteData(config, image_size, out, shapes, fingerprint)
+
+
+Entry = tuple[Arrays, Case, str]  # a case's site-cache entry, its manifest row and the entry's key
+
+
+def cached_entries(
+    cache: SiteCache, cases: Sequence[Case], keys: Sequence[str], prepare: Callable[[Case], Arrays], unreadable: list[UnreadableCase] | None = None
+) -> Iterator[tuple[Entry, bool]]:
+    """Each case's entry from the site cache, prepared and stored when missing (then ``True``).
+
+    Fails on the first case ``prepare`` cannot read; with an ``unreadable`` list, skips it and appends it there instead.
+    """
+    for case, key in zip(cases, keys):
+        entry = cache.get(key)
+        if entry is not None:
+            yield (entry, case, key), False
+            continue
+        try:
+            entry = prepare(case)
+        except SiteDataError as err:
+            if unreadable is None:
+                raise
+            unreadable.append(UnreadableCase(case, str(err)))
+            continue
+        cache.put(key, entry)
+        yield (entry, case, key), True
+
+
+def gather_site(
+    config: SiteConfig,
+    cases: Sequence[Case],
+    splits: Mapping[str, str],
+    keys: Sequence[str],
+    prepare: Callable[[Case], Arrays],
+    unreadable: list[UnreadableCase] | None = None,
+    accept: Callable[[Entry], None] | None = None,
+) -> tuple[dict[str, list[Entry]], Counter[tuple[int, int]], str, int]:
+    """Every case's entry by split (``cached_entries``), the stored shapes, the site's content fingerprint and how many were decoded.
+
+    ``accept`` may refuse an entry (raise) before it is used. Entries hold ``shape`` and ``digest`` arrays.
+    """
+    shapes: Counter[tuple[int, int]] = Counter()
+    digest = hashlib.sha256()
+    by_split: dict[str, list[Entry]] = {s: [] for s in SPLITS}
+    decoded = 0
+    for item, fresh in cached_entries(SiteCache(config.output_dir), cases, keys, prepare, unreadable):
+        entry, case, _ = item
+        if accept is not None:
+            accept(item)
+        decoded += fresh
+        shapes[(int(entry["shape"][0]), int(entry["shape"][1]))] += 1
+        by_split[splits[case.case_id]].append(item)
+        digest.update(f"{case.case_id}|{case.label}|{splits[case.case_id]}|".encode() + entry["digest"].tobytes())
+    return by_split, shapes, digest.hexdigest()[:16], decoded
 
 
 def _prepare_case(case: Case, crop: CropSetting, prep: Transform, prep_mask: Transform) -> Arrays:
@@ -238,7 +275,7 @@ def _prepare_case(case: Case, crop: CropSetting, prep: Transform, prep_mask: Tra
     return entry
 
 
-def _split_data(items: list[tuple[Arrays, Case, str]], size: int) -> SplitData:
+def _split_data(items: list[Entry], size: int) -> SplitData:
     """One split's tensors from its cases' entries."""
     empty = np.zeros((1, size, size), dtype=np.uint8)
     return SplitData(
