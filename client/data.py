@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from client.site_cache import Arrays, Memory, SiteCache, cache_key, clear_memory
 from client.site_config import SiteConfig
 from client.site_index import fold_cases
 from client.transforms import CropSetting, augment, crop_image, preprocess, preprocess_mask
+
+if TYPE_CHECKING:
+    from models.task import ModalInputs
 
 logger = logging.getLogger("axilla.client")
 
@@ -55,6 +59,7 @@ class SplitData:
     cases: list[Case] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     loops: list[np.ndarray] | None = None  # cine sites: each case's preprocessed loop (F, S, S) uint8 (``client/cine_data.py``)
+    extra: dict[str, torch.Tensor] | None = None  # multimodal tasks: per-case tensors of the other modalities and ``present`` (``client/multimodal_data.py``)
 
     def __post_init__(self) -> None:
         n, size = len(self), self.images.shape[-1]
@@ -83,6 +88,14 @@ class SiteData:
     fingerprint: str
     crops_without_lesion: dict[str, int] = field(default_factory=dict)  # lesion crops: per split, images with no lesion found (kept whole)
     frames: int = 0  # cine sites: the clip length T the loader cuts (0: still images)
+    modal: ModalInputs | None = None  # multimodal tasks: the modalities each case's items carry
+
+    def modality_counts(self, split: str) -> dict[str, int]:
+        """Cases of ``split`` having each of the task's modalities (``n_<modality>``; empty for a single-input task)."""
+        extra = self.splits[split].extra
+        if self.modal is None or extra is None:
+            return {}
+        return {f"n_{m}": int(extra["present"][:, i].sum()) for i, m in enumerate(self.modal.modalities)}
 
     def counts(self) -> dict[str, dict[int, int]]:
         """Cases per split and label."""
@@ -110,6 +123,10 @@ class SiteData:
             from client.cine_data import ClipDataset
 
             dataset = ClipDataset(data.loops, data.labels, self.frames, self.image_size, train)
+        elif self.modal is not None:
+            from client.multimodal_data import MultimodalDataset
+
+            dataset = MultimodalDataset(data, self.image_size, self.modal, train, seed)
         else:
             items = [
                 {"image": data.images[i], "label": data.labels[i], "mask": data.masks[i], "has_mask": data.has_mask[i]}
@@ -351,6 +368,14 @@ def site_summary(data: SiteData, unreadable: Sequence[UnreadableCase] = (), inve
     return "\n".join(lines)
 
 
+def _pooled_extra(parts: list[SplitData]) -> dict[str, torch.Tensor] | None:
+    """The sites' multimodal tensors of one split, concatenated (the sites with cases in it)."""
+    filled = [p.extra for p in parts if p.extra is not None and len(p)] or [p.extra for p in parts if p.extra is not None]
+    if not filled:
+        return None
+    return {key: torch.cat([extra[key] for extra in filled]) for key in filled[0]}  # type: ignore[index]
+
+
 def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:
     """Centralise several sites' splits into one in-memory site (simulation's pooled baseline only)."""
     first = sites[0]
@@ -364,9 +389,11 @@ def pool_site_data(sites: list[SiteData], name: str = "pooled") -> SiteData:
             cases=[c for s in sites for c in s.splits[split].cases],
             keys=[k for s in sites for k in s.splits[split].keys],
             loops=None if first.splits[split].loops is None else [loop for s in sites for loop in s.splits[split].loops or []],
+            extra=_pooled_extra([s.splits[split] for s in sites]),
         )
         for split in SPLITS
     }
     shapes: Counter[tuple[int, int]] = sum((s.image_shapes for s in sites), Counter())
     config = replace(first.config, site=name)
-    return SiteData(config, first.image_size, splits, shapes, hashlib.sha256("".join(s.fingerprint for s in sites).encode()).hexdigest()[:16], frames=first.frames)
+    fingerprint = hashlib.sha256("".join(s.fingerprint for s in sites).encode()).hexdigest()[:16]
+    return SiteData(config, first.image_size, splits, shapes, fingerprint, frames=first.frames, modal=first.modal)

@@ -112,7 +112,7 @@ def per_case_gradients(model: nn.Module, task: Task, batch: dict[str, torch.Tens
 
     def case_loss(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], case: dict[str, torch.Tensor]) -> torch.Tensor:
         one = {k: v.unsqueeze(0) for k, v in case.items()}
-        return loss_fn(functional_call(model, (p, b), (one["image"],)), task.targets(one))
+        return loss_fn(functional_call(model, (p, b), (task.network_input(one),)), task.targets(one))
 
     return vmap(grad_and_value(case_loss), in_dims=(None, None, 0), randomness="different")(params, buffers, batch)
 

@@ -3,6 +3,11 @@
 Input columns: ``image`` (a still: raster or DICOM) and ``video`` (a cine loop: a multi-frame DICOM
 file or a folder of frames). A row needs at least one of them: a still model reads the loop's key
 frame when the row has no ``image`` (``client/data.py``), a video model needs ``video``.
+
+Optional per row, read by the multimodal tasks (``client/multimodal_data.py``): ``pathology`` (an H&E
+micrograph or a folder of patch images), ``mammo_cc`` and ``mammo_mlo`` (the two mammography views,
+DICOM or raster of any bit depth) and ``mammo_cc_mask`` / ``mammo_mlo_mask`` (each view's mass mask).
+An empty cell means the case lacks that input; a multimodal model then reads what the case has.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from pathlib import Path
 from client.errors import SiteDataError
 
 INPUT_COLUMNS = ("image", "video", "pathology")
+MODALITY_COLUMNS = ("pathology", "mammo_cc", "mammo_mlo", "mammo_cc_mask", "mammo_mlo_mask")  # optional files per case
 SPLITS = ("train", "val", "test")
 CLINICAL_COLUMNS = (
     "age", "tumor_size_mm", "er", "pr", "her2", "ki67", "histologic_type", "histologic_grade",
 )  # typed when present, without a site-config declaration (client/clinical.py)
-RESERVED_COLUMNS = ("case_id", "label", *INPUT_COLUMNS, "mask", "split", "scanner")
+RESERVED_COLUMNS = ("case_id", "label", *dict.fromkeys((*INPUT_COLUMNS, *MODALITY_COLUMNS)), "mask", "split", "scanner")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class Case:
     image: Path | None = None
     mask: Path | None = None
     video: Path | None = None  # a multi-frame DICOM file or a folder of frames
+    pathology: Path | None = None  # an H&E micrograph or a folder of patches
+    mammo_cc: Path | None = None  # craniocaudal mammogram
+    mammo_mlo: Path | None = None  # mediolateral-oblique mammogram
+    mammo_cc_mask: Path | None = None  # mass mask of the CC view
+    mammo_mlo_mask: Path | None = None  # mass mask of the MLO view
     split: str | None = None
     scanner: str = ""
     clinical: dict[str, str] = field(default_factory=dict)  # every other column of the row: clinical values and descriptors
@@ -102,7 +113,7 @@ def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required
         named = " and ".join(f"'{c}'" for c in wanted)
         raise SiteDataError(f"{where} (case {case_id}): empty {named}", f"manifest row {index}: empty {named}")
     files: dict[str, Path | None] = {}
-    for column in (*dict.fromkeys((*wanted, "image", "video")), "mask"):
+    for column in (*dict.fromkeys((*wanted, "image", "video", *MODALITY_COLUMNS)), "mask"):
         value = row.get(column, "")
         if not value:
             files[column] = None
@@ -121,6 +132,7 @@ def _parse_row(path: Path, base: Path, index: int, row: dict[str, str], required
         image=files.get("image"),
         mask=files.get("mask"),
         video=files.get("video"),
+        **{column: files.get(column) for column in MODALITY_COLUMNS},
         split=split,
         scanner=row.get("scanner", ""),
         clinical={c: v for c, v in row.items() if c not in RESERVED_COLUMNS},

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
 from protocol.clinical import CLINICAL, SCHEMA, ClinicalQuery, parse_schema
-from protocol.messages import ARRAYS, POLICY_VIOLATION, SITE_FAILED, Evaluate, ProtocolError, SiteDescription
+from protocol.messages import ARRAYS, EVALUATE, POLICY_VIOLATION, SITE_FAILED, Evaluate, ProtocolError, SiteDescription
 from protocol.registry import REPLY_RECORDS
-from protocol.metrics import METRIC_LENGTHS, PER_CASE, split_candidate_metric
+from protocol.metrics import METRIC_LENGTHS, PER_CASE, PER_FEATURE, split_candidate_metric
 
 logger = logging.getLogger("axilla.client")
 
@@ -52,13 +52,19 @@ def _candidates(incoming: Message) -> set[str]:
     return set(Evaluate.candidates_in(incoming.content)) if incoming.has_content() else set()
 
 
-def _metric_problems(record: MetricRecord, candidates: set[str], share_case_predictions: bool) -> list[str]:
-    """Metrics outside the protocol: unknown names, non-numbers, lists of a length the protocol does not fix."""
+def _metric_problems(record: MetricRecord, candidates: set[str], share_case_predictions: bool, widths: Mapping[str, int] | None = None) -> list[str]:
+    """Metrics outside the protocol: unknown names, non-numbers, lists of a length the protocol (or the message, for feature sums) does not fix."""
     problems = []
+    widths = widths or {}
     for key, value in record.items():
         candidate, name = split_candidate_metric(key)
         if name not in METRIC_LENGTHS or (candidate and candidate not in candidates):
             problems.append(f"metric '{key}' is not part of the protocol")
+        elif METRIC_LENGTHS[name] == PER_FEATURE:
+            if candidate not in widths or not isinstance(value, list) or len(value) != widths[candidate]:
+                problems.append(f"metric '{key}' must be a list of the {widths.get(candidate, '?')} features the message asked sums of")
+            elif not all(isinstance(x, (int, float)) for x in value):
+                problems.append(f"metric '{key}' holds non-numbers")
         elif isinstance(value, list):
             if not all(isinstance(x, (int, float)) for x in value):
                 problems.append(f"metric '{key}' holds non-numbers")
@@ -121,7 +127,8 @@ def policy_violations(incoming: Message, reply: Message, share_case_predictions:
         elif isinstance(record, MetricRecord) and kind == CLINICAL:
             problems += _clinical_problems(record, ClinicalQuery.of(incoming.content))
         elif isinstance(record, MetricRecord):
-            problems += _metric_problems(record, _candidates(incoming), share_case_predictions)
+            widths = Evaluate.moment_widths(incoming.content) if incoming.has_content() and kind == EVALUATE else {}
+            problems += _metric_problems(record, _candidates(incoming), share_case_predictions, widths)
         elif name == SCHEMA:
             problems += _schema_problems(reply, record)
         elif isinstance(record, ConfigRecord):

@@ -73,6 +73,10 @@ def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, Stat
     ``segmenters`` the message refers to (``digest`` identifies their weights).
     """
     spec, folds = task_for(cfg).inputs(cfg), (cfg.cv_folds, cfg.cv_fold)
+    if spec.modal is not None:
+        from client.multimodal_data import load_multimodal_site_data
+
+        return load_multimodal_site_data(config, spec, folds)
     if spec.frames:
         from client.cine_data import load_cine_site_data
 
@@ -107,6 +111,10 @@ def train_round(
     if task.needs_masks:
         data.require_masks("train")
     dp = data.config.privacy.dp
+    if len(data.splits["train"]) == 0:
+        raise SiteDataError.public_fact(f"this site has no training case with this model's inputs ({task.name}: {_inputs_named(task, cfg)})")
+    if dp.enabled and not task.dp_ready:
+        raise SiteDataError.public_fact(f"this site trains only with DP-SGD, which the '{task.name}' task does not offer yet (its network reads several inputs per case)")
     if dp.enabled and cfg.model_variant != "dp-compatible":
         raise SiteDataError.public_fact(f"this site trains only with DP-SGD, and the run's network is the '{cfg.model_variant}' variant (it needs 'dp-compatible')")
     model = model_for(cfg, state)
@@ -167,13 +175,14 @@ def evaluate_split(
     With ``grad_cam_folder``, Grad-CAM overlays of a few of the same cases are written at the site.
     """
     if len(data.splits[split]) == 0:
-        return {NUM_EXAMPLES: 0, "n": 0}
+        return {NUM_EXAMPLES: 0, "n": 0, **data.modality_counts(split)}
     out = predict(model, data.loader(split, train=False), task_for(cfg), resolve_device(data.config.compute.device))
     metrics: Metrics = {NUM_EXAMPLES: int(len(out.labels)), "loss": out.loss}
     if out.scores is not None:
         metrics.update(classification_metrics(out.labels, out.scores, threshold))
     if out.masks is not None:
         metrics.update(segmentation_metrics(out))
+    metrics.update(data.modality_counts(split))
     if task_for(cfg).inputs(cfg).crop != "none":
         metrics["crops_without_lesion"] = data.crops_without_lesion.get(split, 0)
     if grad_cam_folder:
@@ -239,26 +248,42 @@ def per_case_statistics(labels: np.ndarray, scores: np.ndarray) -> Metrics:
 def compare_models(inputs: Mapping[str, tuple[SiteData, nn.Module, RunConfig]], split: str, reference: str) -> list[Metrics]:
     """Paired comparisons of ``reference`` with every other model on the same cases of one split.
 
-    Each model is given with the site's inputs it reads and its run config (the same cases, in
-    the same order; lesion crops may differ by the segmenter that cut them, a clip model reads
-    the loops a key-frame model reads the stills of). DeLong's test for correlated AUCs,
+    Each model is given with the site's inputs it reads and its run config; lesion crops may differ
+    by the segmenter that cut them, a clip model reads the loops a key-frame model reads the stills
+    of. Each pair is compared on the cases both read (by case and manifest row: a single-modality
+    model reads only the cases that have its modality). DeLong's test for correlated AUCs,
     category-free NRI and IDI (``reference`` as the new model); computed at the site from
     per-case scores, only the statistics are returned.
     """
     from evaluation.paired import paired_comparisons
 
-    scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    scores: dict[str, dict[tuple[str, int], tuple[int, float]]] = {}  # by model: (case id, manifest row) -> (label, score)
     for name, (data, model, cfg) in inputs.items():
         out = predict(model, data.loader(split, train=False), task_for(cfg), resolve_device(data.config.compute.device))
         if out.scores is not None:
-            scores[name] = (out.labels, out.scores)
+            ids = [(c.case_id, c.row) for c in data.splits[split].cases]
+            scores[name] = {case: (int(label), float(score)) for case, label, score in zip(ids, out.labels, out.scores)}
     if reference not in scores:
         return []
-    labels = scores[reference][0]
-    for name, (other_labels, _) in scores.items():
-        if not np.array_equal(other_labels, labels):
-            raise ValueError(f"model {name} was given other cases than {reference}")
-    return paired_comparisons(labels, {name: s for name, (_, s) in scores.items()}, reference)
+    rows = []
+    for name, other in scores.items():
+        if name == reference:
+            continue
+        common = [case for case in scores[reference] if case in other]  # a single-modality model reads only the cases that have its modality
+        labels = np.array([scores[reference][case][0] for case in common], dtype=np.int64)
+        if not np.array_equal(labels, [other[case][0] for case in common]):
+            raise ValueError(f"model {name} gives other labels than {reference} for the same cases")
+        pair = {reference: np.array([scores[reference][c][1] for c in common]), name: np.array([other[c][1] for c in common])}
+        rows += paired_comparisons(labels, pair, reference)
+    return rows
+
+
+def _inputs_named(task: Any, cfg: RunConfig) -> str:
+    """The inputs a task reads, in words (a refusal's reason)."""
+    spec = task.inputs(cfg)
+    if spec.modal is not None:
+        return ", ".join(spec.modal.modalities)
+    return "clips" if spec.frames else "lesion crops" if spec.crop != "none" else "images"
 
 
 def _site_salt(name: str) -> int:

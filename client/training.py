@@ -58,7 +58,7 @@ def train_epochs(
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch["image"]), task.targets(batch))
+            loss = loss_fn(model(task.network_input(batch)), task.targets(batch))
             if proximal_mu > 0:
                 loss = loss + proximal_mu / 2 * proximal_term(model, anchor)
             loss.backward()
@@ -94,7 +94,7 @@ def predict(model: nn.Module, loader: DataLoader, task: Task, device: torch.devi
     total, counted = 0.0, 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(batch["image"])
+        out = model(task.network_input(batch))
         usable = batch["has_mask"].bool() if task.needs_masks else torch.ones_like(batch["label"], dtype=torch.bool)
         if bool(usable.any()):
             kept = {k: v[usable] for k, v in batch.items()}

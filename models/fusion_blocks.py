@@ -33,7 +33,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-FUSION_BLOCKS = ("concat", "weighted", "attention", "voting", "multilayer")  # the paper's order
+from models.run_config import FUSION_BLOCKS  # the paper's order (kept torch-free there)
+
 HIDDEN = 256  # the multilayer block's dense width
 SE_REDUCTION = 16  # the Squeeze-and-Excitation bottleneck is HIDDEN / SE_REDUCTION wide
 WIDTH = 256  # the common width of the weighted and attention blocks' projections

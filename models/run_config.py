@@ -15,6 +15,8 @@ Scalar = bool | int | float | str
 SEGMENTER_NAMES = ("unet", "unetpp", "deeplabv3", "deeplabv3plus")  # models/segmenters.py (kept torch-free here)
 FUSION_RULES = ("mean", "union")
 VIDEO_NETWORK_NAMES = ("resnet3d", "r2plus1d", "tsm", "tin")  # models/video_nets.py (kept torch-free here)
+MODALITIES = ("ultrasound", "pathology", "mammography", "radiomics")  # models/modality_encoders.py: what a multimodal network reads
+FUSION_BLOCKS = ("concat", "weighted", "attention", "voting", "multilayer")  # models/fusion_blocks.py (kept torch-free here)
 
 
 class RunConfigError(ValueError):
@@ -83,6 +85,20 @@ class RunConfig:
     video_width: int = 64  # planes of the video networks' first ResNet stage (64: the standard ResNet-18; 8-16 on a CPU)
     cv_folds: int = 0  # federated k-fold cross-validation: folds of each site's non-test cases (0: none; seed 001 used 5)
     cv_fold: int = 0  # set by the stage plan: the fold a stage trains (its validation cases), 0 outside cross-validation
+    modalities: str = "ultrasound,pathology"  # task = fusion: the modalities the network reads (MODALITIES), in this order
+    fusion: str = "multilayer"  # task = fusion: the block fusing the modalities' embeddings (models/fusion_blocks.py)
+    fusion_strategies: str = "concat,weighted,attention,voting,multilayer"  # pipeline = fusion: a fusion model per block, after one model per modality
+    fusion_training: str = "end-to-end"  # pipeline = fusion: end-to-end | frozen (encoders from the single-modality models, trained on or kept) | scratch
+    pathology_model: str = "plnet"  # plnet | vit (models/pathology_nets.py)
+    pathology_width: int = 16  # PLNet's first block width (32 in the study's reading; 8-16 on a CPU)
+    pathology_size: int = 64  # side of the H&E patches the pathology network reads
+    pathology_patches: int = 4  # at most this many patches per case (tissue-richest first), pooled by ``pathology-pooling``
+    pathology_pooling: str = "mean"  # mean | attention (gated attention MIL)
+    stain_normalisation: str = "none"  # none | macenko | reinhard, applied at each site before tiling (client/stain.py)
+    stain_augmentation: bool = True  # HED stain jitter (Tellez et al.) of training patches
+    mammo_size: int = 64  # side of each mammography view after the breast-region crop
+    mammo_branches: str = "shared"  # shared | separate ResNet-18 branches for the CC and MLO views
+    mammo_width: int = 8  # planes of the two-view ResNet-18's first stage (64: the standard ResNet-18)
 
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
@@ -92,19 +108,26 @@ class RunConfig:
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
             "task": task_names(),
-            "pipeline": ("single", "automatic", "cine"),
+            "pipeline": ("single", "automatic", "cine", "fusion"),
             "video-model": VIDEO_NETWORK_NAMES,
             "seg-fusion": FUSION_RULES,
             "lesion-crop": ("none", "mask", "predicted"),
             "model-variant": ("auto", "standard", "dp-compatible"),
             "central-dp": ("off", "server-clipping", "client-clipping"),
             "clinical": ("off", "combined", "fusion"),
+            "fusion": FUSION_BLOCKS,
+            "fusion-training": ("end-to-end", "frozen", "scratch"),
+            "pathology-model": ("plnet", "vit"),
+            "pathology-pooling": ("mean", "attention"),
+            "stain-normalisation": ("none", "macenko", "reinhard"),
+            "mammo-branches": ("shared", "separate"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
             if value not in allowed:
                 raise RunConfigError(f"run config '{key}' = {value!r}: expected one of {', '.join(allowed)}")
-        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites", "dp_batch_size", "clip_frames", "video_width"):
+        for key in ("image_size", "seg_image_size", "num_rounds", "local_epochs", "min_train_sites", "dp_batch_size", "clip_frames", "video_width",
+                    "pathology_width", "pathology_patches", "mammo_width"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config '{_kebab(key)}' must be >= 1, got {getattr(self, key)}")
         if self.validate_every < 0:
@@ -135,8 +158,41 @@ class RunConfig:
             raise RunConfigError("run config 'pipeline' = 'cine' trains a static key-frame classifier, then each of 'video-models': it needs task = 'video' and at least one video model")
         if self.pipeline == "automatic" and self.task != "classification":
             raise RunConfigError("run config 'pipeline' = 'automatic' trains segmenters, then a classifier: it needs task = 'classification'")
+        self._check_multimodal()
         if self.lesion_crop == "predicted" and not self.segmenter_list:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
+
+    def _check_multimodal(self) -> None:
+        """The modalities, fusion blocks and input sizes of the multimodal tasks (models/multimodal_task.py)."""
+        for name in self.modality_list:
+            if name not in MODALITIES:
+                raise RunConfigError(f"run config 'modalities' entry '{name}': expected one of {', '.join(MODALITIES)}")
+        if len(set(self.modality_list)) != len(self.modality_list):
+            raise RunConfigError(f"run config 'modalities' = {self.modalities!r} names a modality twice")
+        for name in self.fusion_strategy_list:
+            if name not in FUSION_BLOCKS:
+                raise RunConfigError(f"run config 'fusion-strategies' entry '{name}': expected one of {', '.join(FUSION_BLOCKS)}")
+        if self.task == "fusion" and not self.modality_list:
+            raise RunConfigError("run config 'task' = 'fusion' needs at least one of 'modalities'")
+        if self.pipeline == "fusion" and (self.task != "fusion" or len(self.modality_list) < 2 or not self.fusion_strategy_list):
+            raise RunConfigError(
+                "run config 'pipeline' = 'fusion' trains one model per modality, then one per 'fusion-strategies' block: "
+                "it needs task = 'fusion', at least two 'modalities' and one fusion strategy"
+            )
+        if self.pathology_size < 16 or self.mammo_size < 32:
+            raise RunConfigError(f"run config 'pathology-size' must be >= 16 and 'mammo-size' >= 32, got {self.pathology_size} and {self.mammo_size}")
+        if self.pathology_model == "vit" and self.pathology_size % 16:
+            raise RunConfigError(f"run config 'pathology-model' = 'vit' reads 16-pixel patches: 'pathology-size' = {self.pathology_size} is not a multiple of 16")
+
+    @property
+    def modality_list(self) -> tuple[str, ...]:
+        """The ``modalities`` key as names (a multimodal network's inputs, in this order)."""
+        return _names(self.modalities)
+
+    @property
+    def fusion_strategy_list(self) -> tuple[str, ...]:
+        """The ``fusion-strategies`` key as block names (the fusion pipeline's fusion models, trained in this order)."""
+        return _names(self.fusion_strategies)
 
     @property
     def segmenter_list(self) -> tuple[str, ...]:

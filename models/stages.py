@@ -37,6 +37,7 @@ class Stage:
     compare_with: tuple[str, ...] = ()  # stages whose final models this one's is compared with at every test site (DeLong, NRI, IDI)
     row: str = ""  # the report's name of this stage's model within a run's model ('': the run's model itself)
     fold: int = 0  # cross-validation: the fold this copy of the stage trains on (its cfg's ``cv-fold``); 0 outside
+    init_from: tuple[str, ...] = ()  # earlier stages whose trained models this one's starts from (the task's ``initialise``)
 
     @property
     def end(self) -> int:
@@ -100,6 +101,8 @@ class Plan:
             out["seg_image_size"] = self.cfg.seg_image_size
         if self.cfg.pipeline == "cine":
             out |= {"pipeline": "cine", "static_model": self.cfg.model, "video_models": list(self.cfg.video_model_list)}
+        if self.cfg.pipeline == "fusion":
+            out |= {"pipeline": "fusion", "fusion_strategies": list(self.cfg.fusion_strategy_list), "fusion_training": self.cfg.fusion_training}
         if self.cfg.cv_folds:
             out["cv_folds"] = self.cfg.cv_folds
         if self.cfg.threshold_rule in ("sensitivity", "specificity"):
@@ -140,6 +143,8 @@ def _base_plan(cfg: RunConfig) -> Plan:
     """The stages of a run config, without cross-validation."""
     if cfg.pipeline == "cine":
         return _cine_plan(cfg)
+    if cfg.pipeline == "fusion":
+        return _fusion_plan(cfg)
     if cfg.pipeline != "automatic":
         return Plan(cfg, (Stage("", cfg, 0),))
     names = cfg.segmenter_list
@@ -167,3 +172,25 @@ def _cine_plan(cfg: RunConfig) -> Plan:
         for i, name in enumerate(cfg.video_model_list)
     ]
     return Plan(cfg, (static, *videos))
+
+
+def modality_config(cfg: RunConfig, modality: str) -> RunConfig:
+    """The run config of the fusion pipeline's model of one modality: its encoder and a linear head."""
+    return cfg.replace(modalities=modality, fusion="concat", fusion_training="end-to-end", pipeline="single")
+
+
+def _fusion_plan(cfg: RunConfig) -> Plan:
+    """Seeds 003/004: a model per modality, then a fusion model per block, each compared with every single-modality model.
+
+    The fusion stages keep ``pipeline = fusion`` in their run configs, so a site can rebuild the plan
+    from a message and find the single-modality models' configs (``stage_config``). Each starts its
+    encoders from the single-modality models unless ``fusion-training = scratch``.
+    """
+    modalities, rounds = cfg.modality_list, cfg.num_rounds
+    singles = [Stage(m, modality_config(cfg, m), i * rounds, row=m) for i, m in enumerate(modalities)]
+    start = () if cfg.fusion_training == "scratch" else modalities
+    fusions = [
+        Stage(f"fusion-{block}", cfg.replace(fusion=block), (len(modalities) + i) * rounds, compare_with=modalities, row=f"fusion-{block}", init_from=start)
+        for i, block in enumerate(cfg.fusion_strategy_list)
+    ]
+    return Plan(cfg, (*singles, *fusions))

@@ -23,9 +23,24 @@ from models.run_config import RunConfig
 from models.segmenters import build_segmenter
 from models.task_registry import task_for
 
-__all__ = ["Batch", "ClassificationTask", "SingleLogit", "EndToEndTask", "InputSpec", "SegmentationTask", "Task", "build_network", "task_for"]
+__all__ = [
+    "Batch", "ClassificationTask", "EndToEndTask", "ImageInput", "InputSpec", "ModalInputs", "SegmentationTask", "SingleLogit", "Task",
+    "build_network", "task_for",
+]
 
 Batch = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ModalInputs:
+    """What a multimodal task reads per case besides the ultrasound still (``client/multimodal_data.py``)."""
+
+    modalities: tuple[str, ...]
+    pathology_size: int = 64
+    pathology_patches: int = 4
+    stain_normalisation: str = "none"
+    stain_augmentation: bool = True
+    mammo_size: int = 64
 
 
 @dataclass(frozen=True)
@@ -34,12 +49,14 @@ class InputSpec:
 
     ``crop`` is ``none``, ``mask`` (ground-truth masks, a reference only) or ``predicted`` (by the
     segmenters a message refers to, fused by ``seg-fusion``); ``frames`` > 0 asks for clips of that
-    many frames cut from each case's cine loop (frames of ``size`` px).
+    many frames cut from each case's cine loop (frames of ``size`` px); ``modal`` asks for a case's
+    other modalities too (pathology patches, mammography views, radiomics), the still at ``size`` px.
     """
 
     size: int
     crop: str = "none"
     frames: int = 0
+    modal: ModalInputs | None = None
 
     @property
     def needs_segmenters(self) -> bool:
@@ -53,6 +70,7 @@ class Task(Protocol):
     name: str
     needs_masks: bool  # training needs a lesion mask for every training case
     has_scores: bool  # the model gives one probability per case (an operating point applies)
+    dp_ready: bool  # DP-SGD's per-case gradients (client/dp_training.py) can be computed for this network
 
     def build_model(self, cfg: RunConfig) -> nn.Module:
         """Return a freshly initialised network for the run (seeded by ``cfg.seed``)."""
@@ -84,8 +102,29 @@ class Task(Protocol):
     def explained(self, model: nn.Module) -> nn.Module | None:
         """The image -> class-logit module Grad-CAM explains, or None."""
 
+    def network_input(self, batch: Batch) -> Any:
+        """What the network is called with, from a batch."""
 
-class SingleLogit:
+    def initialise(self, model: nn.Module, earlier: Mapping[str, nn.Module]) -> None:
+        """Start ``model`` from the trained models of the earlier stages its stage names (``Stage.init_from``), by stage name."""
+
+
+class ImageInput:
+    """What a task whose network reads the batch's images alone does with a batch and with earlier models."""
+
+    dp_ready = True  # one image per case: DP-SGD's per-case gradients apply
+
+    def network_input(self, batch: Batch) -> torch.Tensor:
+        """The batch's ``image`` tensor."""
+        return batch["image"]
+
+    def initialise(self, model: nn.Module, earlier: Mapping[str, nn.Module]) -> None:
+        """Nothing to take over: an image task starts from its own initialisation."""
+        if earlier:
+            raise ValueError(f"this task starts from no earlier model, but {', '.join(earlier)} were given")
+
+
+class SingleLogit(ImageInput):
     """What a task whose network gives one logit per case (and no lesion map) means: BCE, labels, sigmoid scores."""
 
     def loss(self) -> nn.Module:
@@ -148,7 +187,7 @@ class ClassificationTask(SingleLogit):
 
 
 @dataclass(frozen=True)
-class SegmentationTask:
+class SegmentationTask(ImageInput):
     """Lesion segmentation (one logit map), trained with Dice + cross-entropy as in seed 000."""
 
     segmenter: str = "unet"
@@ -204,7 +243,7 @@ class SegmentationTask:
 
 
 @dataclass(frozen=True)
-class EndToEndTask:
+class EndToEndTask(ImageInput):
     """Seed 002's two-stage model optimised end to end: ``w`` x Dice(mask) + (1 - ``w``) x BCE(label)."""
 
     segmenter: str = "deeplabv3plus"

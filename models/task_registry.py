@@ -20,6 +20,9 @@ _BUILT_IN = {
     "segmentation": "models.task:SegmentationTask",
     "end-to-end": "models.task:EndToEndTask",
     "video": "models.video_task:VideoTask",
+    "fusion": "models.multimodal_task:MultimodalTask",
+    "pathology": "models.multimodal_task:pathology_task",
+    "mammography": "models.multimodal_task:mammography_task",
 }
 _REGISTERED: dict[str, TaskFactory] = {}
 
@@ -41,4 +44,5 @@ def task_for(cfg: RunConfig) -> Task:
     if cfg.task in _REGISTERED:
         return _REGISTERED[cfg.task](cfg)
     module, _, name = _BUILT_IN[cfg.task].partition(":")
-    return getattr(importlib.import_module(module), name).from_config(cfg)
+    factory = getattr(importlib.import_module(module), name)
+    return factory.from_config(cfg) if hasattr(factory, "from_config") else factory(cfg)

@@ -185,13 +185,29 @@ class Evaluate(Instruction):
     grad_cam: str = ""  # folder for Grad-CAM overlays at the site ('' writes none)
     candidates: tuple[str, ...] = ()
     compare: tuple[tuple[str, str], ...] = ()  # (stage, digest) of held models compared with this one on the split's cases
+    moments: tuple[tuple[str, str], ...] = ()  # (module, width) of the model's feature standardisers whose inputs' sums the site returns
 
     @staticmethod
     def candidates_in(content: RecordDict) -> tuple[str, ...]:
-        """The metric-name prefixes a reply may use: the segmentation candidates asked for and ``vs:<stage>`` of each comparison."""
+        """The metric-name prefixes a reply may use: the segmentation candidates asked for, ``vs:<stage>`` of each comparison, ``moments:<module>``."""
         raw = content.config_records.get(CONFIG, ConfigRecord())
         compared = _decode(raw.get(_kebab("compare"), ""), ())
-        return (*_decode(raw.get(_kebab("candidates"), ""), ()), *(comparison_prefix(name) for name, _ in compared))
+        return (*_decode(raw.get(_kebab("candidates"), ""), ()), *(comparison_prefix(name) for name, _ in compared), *Evaluate.moment_widths(content))
+
+    @staticmethod
+    def moment_widths(content: RecordDict) -> dict[str, int]:
+        """The ``moments:<module>`` prefixes a reply may use, with the length of each of their lists (the standardiser's width)."""
+        raw = content.config_records.get(CONFIG, ConfigRecord())
+        asked = _decode(raw.get(_kebab("moments"), ""), ())
+        try:
+            return {moments_prefix(module): int(width) for module, width in asked}
+        except ValueError:
+            raise ProtocolError(f"malformed 'moments' field {str(raw.get('moments'))[:80]!r}") from None
+
+
+def moments_prefix(module: str) -> str:
+    """The metric-name prefix of a reply's sums over the inputs of the feature standardiser ``module``."""
+    return f"moments:{module}"
 
 
 def comparison_prefix(stage: str) -> str:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from evaluation.roc_band import ROC_GRID
 from evaluation.thresholds import HIST_BINS
+from models.run_config import MODALITIES
 
 NUM_EXAMPLES = "num_examples"  # cases a reply is about; FedAvg's weight
 CANDIDATE_SEPARATOR = "/"
 PER_CASE = -1  # a list with one value per case: only from a site with ``privacy.share_case_predictions``
+PER_FEATURE = -2  # a list with one value per feature of a standardiser the message names (``moments:<module>/<name>``)
+MOMENT_METRICS = ("moment_n", "moment_sum", "moment_sumsq")  # per feature: cases with a value, their sum and sum of squares
 
 _SCALARS = (
     # training
@@ -26,8 +29,8 @@ _SCALARS = (
     # segmentation (over the cases with a ground-truth mask)
     "seg_n", "seg_dice", "seg_dice_sd", "seg_iou", "seg_iou_sd", "seg_precision", "seg_precision_sd",
     "seg_recall", "seg_recall_sd", "seg_n_truth_empty", "seg_n_pred_empty",
-    # inputs and explanations
-    "crops_without_lesion", "grad_cam_written",
+    # inputs and explanations; a multimodal model's cases having each modality
+    "crops_without_lesion", "grad_cam_written", *(f"n_{modality}" for modality in MODALITIES),
     # a paired comparison with another model on the same cases (sent as ``vs:<stage>/<name>``)
     *(COMPARISON_METRICS := ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")),
     # differential privacy of a DP-SGD training (client/dp_training.py): enough to recompute epsilon
@@ -43,6 +46,7 @@ _LISTS = {
     "roc_tpr_hi": len(ROC_GRID),
     "case_scores": PER_CASE,
     "case_labels": PER_CASE,
+    **dict.fromkeys(MOMENT_METRICS, PER_FEATURE),
 }
 METRIC_LENGTHS: dict[str, int | None] = {**dict.fromkeys(_SCALARS), **_LISTS}
 

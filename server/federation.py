@@ -166,7 +166,10 @@ def run_plan(
         else:
             resumed = start.arrays if start is not None and done > stage.offset else None
             stage_dir = run_dir.for_row(stage.row)
-            final = _train(grid, stage, sites, dict(excluded or {}), stage_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed)
+            earlier = {name: (plan.stage(name).cfg, models[name]) for name in stage.init_from}
+            final = _train(
+                grid, stage, sites, dict(excluded or {}), stage_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed, earlier,
+            )  # fmt: skip
         run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
         models[stage.name] = final
         if not stage.fold:
@@ -266,10 +269,12 @@ def _train(
     total_rounds: int,
     done: int = 0,
     resumed: ArrayRecord | None = None,
+    earlier: Mapping[str, tuple[RunConfig, ArrayRecord]] | None = None,
 ) -> ArrayRecord:
     """One stage's training rounds still to run (rounds ``stage.offset + done + 1`` ...); returns its final model.
 
-    ``total_rounds`` (over every stage of the run) is what a DP site's privacy budget must cover.
+    ``total_rounds`` (over every stage of the run) is what a DP site's privacy budget must cover;
+    ``earlier`` (stage name -> its run config and final model) are the models the stage starts from.
     """
     cfg = stage.cfg
     n_train = sum(s.trains for s in sites.values())
@@ -278,7 +283,7 @@ def _train(
             f"{n_train} usable training site(s), fewer than min-train-sites={cfg.min_train_sites}; excluded: {excluded or 'none'}"
         )
     if resumed is None:
-        initial = ArrayRecord(build_network(cfg, pretrained=True).state_dict())
+        initial = ArrayRecord(initial_network(cfg, earlier or {}).state_dict())
         if stage.offset == 0:
             run_dir.save_round(0, initial)
     else:
@@ -302,6 +307,18 @@ def _train(
         evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val").config(),
     )
     return result.arrays if result.arrays is not None else initial
+
+
+def initial_network(cfg: RunConfig, earlier: Mapping[str, tuple[RunConfig, ArrayRecord]]) -> Any:
+    """A stage's initial network: freshly built, then started from the earlier stages' models its task takes over."""
+    network = build_network(cfg, pretrained=True)
+    if earlier:
+        sources = {}
+        for name, (source_cfg, arrays) in earlier.items():
+            sources[name] = build_network(source_cfg)
+            sources[name].load_state_dict(arrays.to_torch_state_dict(), strict=True)
+        task_for(cfg).initialise(network, sources)
+    return network
 
 
 def final_evaluation(
