@@ -152,6 +152,16 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
     data = node_data(site, message.run, states, digest)
     if message.candidates:
         metrics = evaluate_candidates(data, message.run, states, list(message.candidates), message.split)
+    elif message.moments:
+        from client.feature_moments import feature_moments
+
+        if message.split != "train" or not site.config.trains:
+            raise ProtocolError("feature sums are asked of a training site's training split only")
+        model = model_for(message.run, _model_state(content, EVALUATE, message.run))
+        try:
+            metrics = feature_moments(data, model, message.run, {name: int(width) for name, width in message.moments})
+        except ValueError as err:
+            raise ProtocolError(str(err)) from None
     else:
         model = model_for(message.run, _model_state(content, EVALUATE, message.run))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)

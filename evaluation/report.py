@@ -8,6 +8,7 @@ from typing import Any
 
 from evaluation.clinical_report import clinical_markdown, clinical_section
 from evaluation.cv_report import cv_markdown, cv_section
+from evaluation.modality_report import modality_markdown, modality_section
 from evaluation.figures import report_figures
 from evaluation.html import endpoint_text, render_html
 from evaluation.pooling import POOLING, curves, pooled_metrics
@@ -86,6 +87,9 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     clinical = clinical_section(run_dir)
     if clinical:
         report["clinical"] = clinical
+    modalities = modality_section(lines, report["classification"])
+    if modalities:
+        report["modalities"] = modalities
     cross_validation = cv_section(run_dir)
     if cross_validation:
         report["cross_validation"] = cross_validation
@@ -151,7 +155,10 @@ def render_markdown(report: dict[str, Any]) -> str:
            if run.get("pipeline") == "automatic" else "")
         + (f" Cine pipeline (seed 001): static {run['static_model']} on each case's key frame, then {', '.join(run['video_models'])} on "
            f"{run['clip_frames']}-frame clips of the loops, each compared with the static model at every site."
-           if run.get("pipeline") == "cine" else ""),
+           if run.get("pipeline") == "cine" else "")
+        + (f" Fusion pipeline (seeds 003/004): one model per modality ({', '.join(run.get('modalities', []))}), then a fusion model per block "
+           f"({', '.join(run.get('fusion_strategies', []))}; encoders {run.get('fusion_training', '')}), each compared with every single-modality model at every site."
+           if run.get("pipeline") == "fusion" else ""),
         "",
         "## Sites",
         "",
@@ -187,6 +194,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             out += ["", "| model | vs | DeLong p | NRI | IDI |", "|---|---|---:|---:|---:|"]
             out += [f"| {c['model_a']} | {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     out += _segmentation_markdown(report)
+    out += modality_markdown(report)
     out += cv_markdown(report)
     out += clinical_markdown(report)
     out += privacy_markdown(report)

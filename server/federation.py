@@ -283,7 +283,11 @@ def _train(
             f"{n_train} usable training site(s), fewer than min-train-sites={cfg.min_train_sites}; excluded: {excluded or 'none'}"
         )
     if resumed is None:
-        initial = ArrayRecord(initial_network(cfg, earlier or {}).state_dict())
+        from server.standardisation import standardise  # imports this module: late
+
+        network = initial_network(cfg, earlier or {})
+        standardise(grid, stage, sites, network, run_dir, courier, models)
+        initial = ArrayRecord(network.state_dict())
         if stage.offset == 0:
             run_dir.save_round(0, initial)
     else:
