@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--preset", default="demo")
     make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--modality", choices=("image", "cine"), default="image", help="image: one still per case; cine: a probe sweep (multi-frame DICOM or frame folder) per case")
+    make.add_argument("--modality", choices=("image", "cine", "multimodal"), default="image", help="image: one still per case; cine: a probe sweep (multi-frame DICOM or frame folder) per case; multimodal: the still plus an H&E micrograph and a CC + MLO mammogram per case")
     make.add_argument("--dp-epsilon", type=float, default=0.0, metavar="EPS", help="every training site trains only with DP-SGD at this target epsilon (delta 1e-5)")
     run = sub.add_parser("run", parents=[run_opts], help="run a federation on a folder of sites")
     run.add_argument(

@@ -30,8 +30,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "ki67", "histologic_type", "histologic_grade", "reader_score", "reader_call",
 )
 FEATURE_STREAM, LABEL_STREAM, NOISE_STREAM, READER_STREAM = 1, 2, 3, 4
-Modality = Literal["image", "cine"]
-MODALITIES: tuple[str, ...] = ("image", "cine")
+Modality = Literal["image", "cine", "multimodal"]
+MODALITIES: tuple[str, ...] = ("image", "cine", "multimodal")
 
 
 @dataclass
@@ -143,21 +143,28 @@ def _write_site(cohort: SiteCohort, folder: Path, preset: Preset, seed: int) -> 
     rows = []
     reader_score, reader_call = reader_reads(cohort.features, site_rng(preset, site, seed, READER_STREAM))
     for i, case_id in enumerate(cohort.case_ids):
-        lesion = lesion_features(cohort.features, i)
-        rendered = render_case(lesion, geometry, site_rng(preset, site, seed, NOISE_STREAM, i))
-        if scanner.storage == "dicom":
-            image_rel = f"images/{case_id}.dcm"
-            write_dicom(rendered.image, folder / image_rel, scanner=scanner, site=site.name, seed=seed,
-                        case_id=case_id, age=int(cohort.features["age"][i]),
-                        pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
-        else:
-            image_rel = f"images/{case_id}.png"
-            save_png(rendered.image, folder / image_rel)
-        mask_rel = f"masks/{case_id}.png"
-        save_png(rendered.mask, folder / mask_rel)
+        image_rel, mask_rel = write_still(cohort, i, folder, geometry, preset, seed)
         rows.append([case_id, int(cohort.labels[i]), image_rel, mask_rel,
                      *case_cells(cohort, i, reader_score, reader_call)])
     write_manifest(folder / "manifest.csv", MANIFEST_COLUMNS, rows)
+
+
+def write_still(cohort: SiteCohort, i: int, folder: Path, geometry: SiteGeometry, preset: Preset, seed: int) -> tuple[str, str]:
+    """Render case ``i``'s ultrasound still and write it and its mask as the site stores them; return their paths in the site folder."""
+    site, scanner, case_id = cohort.spec, cohort.spec.scanner, cohort.case_ids[i]
+    lesion = lesion_features(cohort.features, i)
+    rendered = render_case(lesion, geometry, site_rng(preset, site, seed, NOISE_STREAM, i))
+    if scanner.storage == "dicom":
+        image_rel = f"images/{case_id}.dcm"
+        write_dicom(rendered.image, folder / image_rel, scanner=scanner, site=site.name, seed=seed,
+                    case_id=case_id, age=int(cohort.features["age"][i]),
+                    pixel_mm=geometry.pixel_mm, fov_box=geometry.fov_box)
+    else:
+        image_rel = f"images/{case_id}.png"
+        save_png(rendered.image, folder / image_rel)
+    mask_rel = f"masks/{case_id}.png"
+    save_png(rendered.mask, folder / mask_rel)
+    return image_rel, mask_rel
 
 
 def case_cells(cohort: SiteCohort, i: int, reader_score: np.ndarray, reader_call: np.ndarray) -> list[object]:
@@ -266,7 +273,8 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
         preset: a name in ``PRESETS`` (``"demo"`` or ``"tiny"``).
         seed: the cohort seed; the same (preset, seed) gives the same bytes.
         flip_labels: give every case the opposite label (pixels never depend on labels).
-        modality: ``"image"`` (one still per case) or ``"cine"`` (a probe sweep per case, ``cine_writer.py``).
+        modality: ``"image"`` (one still per case), ``"cine"`` (a probe sweep per case, ``cine_writer.py``) or
+            ``"multimodal"`` (the still plus an H&E micrograph and a two-view mammogram, ``multimodal_writer.py``).
 
     Returns:
         The summary of what was written.
@@ -275,6 +283,10 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
         from simulation.phantom.cine_writer import make_cine_phantom  # noqa: PLC0415 - it builds on this module
 
         return make_cine_phantom(Path(out), preset, seed, flip_labels=flip_labels)
+    if modality == "multimodal":
+        from simulation.phantom.multimodal_writer import make_multimodal_phantom  # noqa: PLC0415 - it builds on this module
+
+        return make_multimodal_phantom(Path(out), preset, seed, flip_labels=flip_labels)
     if modality != "image":
         raise ValueError(f"unknown phantom modality {modality!r}; choose one of {list(MODALITIES)}")
     if preset not in PRESETS:
