@@ -112,7 +112,7 @@ def train_round(
         data.require_masks("train")
     dp = data.config.privacy.dp
     if len(data.splits["train"]) == 0:
-        raise SiteDataError.public_fact(f"this site has no training case with this model's inputs ({task.name}: {_inputs_named(task, cfg)})")
+        raise SiteDataError.public_fact(f"this site has no training case with this model's inputs ({_inputs_named(task, cfg)})")
     if dp.enabled and not task.dp_ready:
         raise SiteDataError.public_fact(f"this site trains only with DP-SGD, which the '{task.name}' task does not offer yet (its network reads several inputs per case)")
     if dp.enabled and cfg.model_variant != "dp-compatible":

@@ -25,7 +25,7 @@ def modality_section(lines: list[dict[str, Any]], classification: list[dict[str,
                 held[modality] = max(held.get(modality, 0), n)
     if not counts:
         return {}
-    models = list(dict.fromkeys(r["model"] for r in classification if r["split"] == "test"))
+    models = sorted(dict.fromkeys(r["model"] for r in classification if r["split"] == "test"), key=lambda m: ("/fusion-" in m, m))  # single modalities first
     sites = list(dict.fromkeys(r["site"] for r in classification if r["split"] == "test"))
     auc = {
         (r["model"], r["site"]): {k: r[k] for k in ("auc", "auc_ci", "n") if k in r}

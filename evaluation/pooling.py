@@ -61,7 +61,9 @@ THRESHOLD_KEYS = ("threshold", "tp", "fp", "tn", "fn", "accuracy", "sensitivity"
 
 
 def at_threshold(metrics: Mapping[str, Any], threshold: float) -> dict[str, Any]:
-    """A split's metrics re-cut at another bin-edge threshold, from its histograms (exact, no re-evaluation)."""
+    """A split's metrics re-cut at another bin-edge threshold, from its histograms (exact, no re-evaluation); unchanged without cases scored."""
+    if "hist_pos" not in metrics:
+        return dict(metrics)
     out = {k: v for k, v in metrics.items() if k not in THRESHOLD_KEYS}
     tp, fp, tn, fn = confusion_from_histograms(metrics["hist_pos"], metrics["hist_neg"], threshold)
     out.update({"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn})
