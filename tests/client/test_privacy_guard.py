@@ -79,6 +79,23 @@ def test_a_comparison_leaves_only_as_the_statistics_its_message_asked_for(tmp_pa
         assert reply.has_error() and rule in reply.error.reason, (metrics, reply.error.reason)
 
 
+def test_feature_sums_leave_only_for_the_standardisers_asked_and_at_their_width(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    asked = Evaluate(split="train", moments=(("encoders.radiomics.standardise", "3"),)).config()
+    prefix = "moments:encoders.radiomics.standardise"
+    sums = {f"{prefix}/moment_n": [6, 6, 5], f"{prefix}/moment_sum": [1.0, 2.0, 3.0], f"{prefix}/moment_sumsq": [4.0, 5.0, 6.0], "num_examples": 6}
+    reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(sums)}), config=asked)
+    assert not reply.has_error()
+    for metrics, config, rule in (
+        ({f"{prefix}/moment_sum": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}, asked, "must be a list of the 3 features"),  # as long as the cases: refused
+        ({f"{prefix}/moment_sum": [1.0, 2.0, 3.0]}, Evaluate(split="train").config(), "not part of the protocol"),  # not asked
+        ({"moments:encoders.other/moment_sum": [1.0, 2.0, 3.0]}, asked, "not part of the protocol"),
+        ({"moment_sum": [1.0, 2.0, 3.0]}, asked, "must be a list of the ? features"),
+    ):
+        reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(metrics)}), config=config)
+        assert reply.has_error() and rule in reply.error.reason, (metrics, reply.error.reason)
+
+
 def test_segmenters_sent_along_never_go_back(tmp_path: Path) -> None:
     site = make_site(tmp_path, "a", n=6)
     segmenter = ArrayRecord({"conv": Array(np.zeros((4, 1, 3, 3), np.float32))})
