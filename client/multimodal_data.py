@@ -8,7 +8,12 @@ settings, so only new or changed files are read:
   RGB (``client/pathology_patches.py``, after the optional stain normalisation), zero-padded;
 * ``mammography``: both views, breast region cropped, oriented and resized (``client/mammo.py``);
 * ``radiomics``: the IBSI-style features (``client/radiomics.py``) of each view's mass ROI, read at
-  ``RADIOMICS_SIZE`` px, from the manifest's ``mammo_cc_mask`` / ``mammo_mlo_mask``.
+  ``RADIOMICS_SIZE`` px: the manifest's ``mammo_cc_mask`` / ``mammo_mlo_mask`` (``mammo-roi = mask``),
+  or the mass the federated segmenter finds in the view (``mammo-roi = predicted``; its weights'
+  digest is in the cache key).
+
+``load_view_site_data`` gives the mass segmenter its inputs: each view of a case as an image of its
+own, with its mass mask.
 
 ``present`` (N, M) says which of the task's modalities each case has: ultrasound always (every row
 has an image or a loop); pathology when the row gives one; mammography when it gives both views;
@@ -25,6 +30,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import Dataset
 
 from client.data import SiteData, SplitData, cached_entries, load_site_data
@@ -42,34 +48,58 @@ RADIOMICS_BINS = 32  # fixed bin count of the grey-level discretisation (PyRadio
 _MEMORY: Memory[SiteData] = Memory(8)
 
 
-def load_multimodal_site_data(config: SiteConfig, spec: InputSpec, folds: tuple[int, int] = (0, 0)) -> SiteData:
-    """The site's stills at ``spec.size`` with each case's other modalities, in the splits of a cross-validation fold."""
+def load_multimodal_site_data(
+    config: SiteConfig, spec: InputSpec, folds: tuple[int, int] = (0, 0), segmenter: nn.Module | None = None, digest: str = ""
+) -> SiteData:
+    """The site's stills at ``spec.size`` with each case's other modalities, in the splits of a cross-validation fold.
+
+    ``segmenter`` (its weights identified by ``digest``) finds the mass ROIs of the radiomics; without, the manifest's masks are the ROIs.
+    """
     modal = spec.modal
     assert modal is not None
     base = load_site_data(config, spec.size, folds)
-    content = cache_key("multimodal", base.fingerprint, repr(config), repr(modal), folds, [c.case_id for s in base.splits.values() for c in s.cases])
+    made_by = digest or ("predicted" if segmenter is not None else "mask")
+    content = cache_key("multimodal", base.fingerprint, repr(config), repr(modal), made_by, folds, [c.case_id for s in base.splits.values() for c in s.cases])
     data = _MEMORY.get(content)
     if data is None:
-        data = _attach(base, modal)
+        data = _attach(base, modal, segmenter, made_by)
         _MEMORY.put(content, data)
     return data
 
 
-def modal_key(case: Case, modal: ModalInputs) -> str:
-    """The site-cache key of a case's other modalities: their files' stamps and the settings that shape them."""
+def load_view_site_data(config: SiteConfig, spec: InputSpec, folds: tuple[int, int] = (0, 0)) -> SiteData:
+    """Every mammography view of the site's cases with both views as an image of its own (CC, then MLO), with its mass mask."""
+    data = load_multimodal_site_data(config, spec, folds)
+    splits = {}
+    for name, split in data.splits.items():
+        assert split.extra is not None
+        keep = split.extra["present"][:, 0]
+        index = keep.nonzero(as_tuple=True)[0]
+        views, masks = split.extra["mammo"][index], split.extra["mammo_mask"][index]
+        cases = [split.cases[i] for i in index.tolist()]
+        splits[name] = SplitData(
+            images=views.flatten(0, 1), labels=split.labels[index].repeat_interleave(2), scanners=[c.scanner for c in cases for _ in range(2)],
+            masks=masks.flatten(0, 1), has_mask=split.extra["has_mammo_mask"][index].repeat_interleave(2),
+            cases=[c for c in cases for _ in range(2)], keys=[f"{split.keys[i]}/{v}" for i in index.tolist() for v in ("cc", "mlo")],
+        )  # fmt: skip
+    return replace(data, splits=splits, modal=None, image_size=spec.size)
+
+
+def modal_key(case: Case, modal: ModalInputs, made_by: str = "mask") -> str:
+    """The site-cache key of a case's other modalities: their files' stamps, the settings that shape them and what cut the ROIs."""
     files = [case.pathology, case.mammo_cc, case.mammo_mlo, case.mammo_cc_mask, case.mammo_mlo_mask]
-    return cache_key("modal", [file_stamp(f) for f in files], repr(modal), RADIOMICS_SIZE, RADIOMICS_BINS)
+    return cache_key("modal", [file_stamp(f) for f in files], repr(modal), RADIOMICS_SIZE, RADIOMICS_BINS, made_by)
 
 
-def _attach(base: SiteData, modal: ModalInputs) -> SiteData:
+def _attach(base: SiteData, modal: ModalInputs, segmenter: nn.Module | None, made_by: str) -> SiteData:
     """Each split's cases with their modalities' arrays and presence, the cases with none of them left out."""
     cache = SiteCache(base.config.output_dir)
     splits: dict[str, SplitData] = {}
     decoded, dropped = 0, 0
     for name, split in base.splits.items():
-        keys = [modal_key(case, modal) for case in split.cases]
+        keys = [modal_key(case, modal, made_by) for case in split.cases]
         entries = []
-        for (entry, _, _), fresh in cached_entries(cache, split.cases, keys, lambda case: prepare_modalities(case, modal)):
+        for (entry, _, _), fresh in cached_entries(cache, split.cases, keys, lambda case: prepare_modalities(case, modal, segmenter)):
             entries.append(entry)
             decoded += fresh
         splits[name], lost = _with_modalities(split, entries, modal)
@@ -82,15 +112,15 @@ def _attach(base: SiteData, modal: ModalInputs) -> SiteData:
     return replace(base, splits=splits, fingerprint=digest, modal=modal)
 
 
-def prepare_modalities(case: Case, modal: ModalInputs) -> Arrays:
+def prepare_modalities(case: Case, modal: ModalInputs, segmenter: nn.Module | None = None) -> Arrays:
     """A case's site-cache entry: the arrays of every modality it has among ``modal``'s, and their presence flags."""
     try:
-        return _prepare(case, modal)
+        return _prepare(case, modal, segmenter)
     except SiteDataError as err:
         raise SiteDataError(f"manifest row {case.row} (case {case.case_id}): {err}", f"manifest row {case.row}: {err.public}") from err
 
 
-def _prepare(case: Case, modal: ModalInputs) -> Arrays:
+def _prepare(case: Case, modal: ModalInputs, segmenter: nn.Module | None) -> Arrays:
     """``prepare_modalities`` without the row in its errors."""
     wanted = set(modal.modalities)
     out: Arrays = {}
@@ -107,35 +137,48 @@ def _prepare(case: Case, modal: ModalInputs) -> Arrays:
         out["pathology"], out["pathology_count"] = patches, np.array(count, dtype=np.int64)
         digest.update(patches.tobytes())
     if wanted & {"mammography", "radiomics"}:
-        out |= _mammography(case, modal, "radiomics" in wanted)
+        out |= _mammography(case, modal, "radiomics" in wanted, segmenter)
         digest.update(out["mammo"].tobytes())
     out["digest"] = np.frombuffer(digest.digest(), dtype=np.uint8)
     return out
 
 
-def _mammography(case: Case, modal: ModalInputs, radiomics: bool) -> Arrays:
-    """Both views at ``mammo-size`` (zeros without both), and their mass ROIs' radiomics (NaN without both masks)."""
+def _mammography(case: Case, modal: ModalInputs, radiomics: bool, segmenter: nn.Module | None) -> Arrays:
+    """Both views at ``mammo-size`` (zeros without both) with their mass masks, and their mass ROIs' radiomics (NaN without ROIs)."""
     from client.mammo import prepare_view
 
-    views = np.zeros((2, 1, modal.mammo_size, modal.mammo_size), dtype=np.float32)
+    shape = (2, 1, modal.mammo_size, modal.mammo_size)
+    views, masks = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.uint8)
     features = np.full(0, np.nan)
     has_views = case.mammo_cc is not None and case.mammo_mlo is not None
+    has_masks = has_views and case.mammo_cc_mask is not None and case.mammo_mlo_mask is not None
     if has_views:
         size = max(modal.mammo_size, RADIOMICS_SIZE)
         read = [prepare_view(view, size, mask) for view, mask in ((case.mammo_cc, case.mammo_cc_mask), (case.mammo_mlo, case.mammo_mlo_mask))]
-        for i, (image, _) in enumerate(read):
+        for i, (image, mask) in enumerate(read):
             views[i] = F.interpolate(torch.from_numpy(image)[None], size=modal.mammo_size, mode="area")[0].numpy()
-        if radiomics and all(mask is not None and mask.any() for _, mask in read):
+            if mask is not None:
+                masks[i] = F.interpolate(torch.from_numpy(mask)[None].float(), size=modal.mammo_size, mode="nearest")[0].numpy().astype(np.uint8)
+        rois = [mask for _, mask in read] if segmenter is None else _predicted_rois(segmenter, views, size)
+        if radiomics and all(roi is not None and roi.any() for roi in rois):
             from client.radiomics import radiomics_vector
 
-            features = np.concatenate([radiomics_vector(image[0], mask[0].astype(bool), bins=RADIOMICS_BINS) for image, mask in read])
-    out: Arrays = {"mammo": views, "has_mammo": np.array(has_views)}
+            features = np.concatenate([radiomics_vector(image[0], roi[0].astype(bool), bins=RADIOMICS_BINS) for (image, _), roi in zip(read, rois)])  # type: ignore[index]
+    out: Arrays = {"mammo": views, "has_mammo": np.array(has_views), "mammo_mask": masks, "has_mammo_mask": np.array(has_masks)}
     if radiomics:
         from client.radiomics import FEATURE_NAMES
 
         out["radiomics"] = features if features.size else np.full(2 * len(FEATURE_NAMES), np.nan)
         out["has_radiomics"] = np.array(bool(features.size))
     return out
+
+
+@torch.no_grad()
+def _predicted_rois(segmenter: nn.Module, views: np.ndarray, size: int) -> list[np.ndarray]:
+    """The segmenter's mass in each (2, 1, S, S) view, as (1, size, size) uint8 masks (nearest upsampling of its S-pixel map)."""
+    segmenter.eval()
+    logits = segmenter(torch.from_numpy(views))
+    return list(F.interpolate((logits > 0).float(), size=size, mode="nearest").to(torch.uint8).numpy())
 
 
 def _presence(entry: Arrays, modality: str) -> bool:
@@ -153,7 +196,7 @@ def _with_modalities(split: SplitData, entries: list[Arrays], modal: ModalInputs
     keep = present.any(axis=1)
     index = torch.from_numpy(np.flatnonzero(keep))
     extra: dict[str, torch.Tensor] = {"present": torch.from_numpy(present[keep])}
-    for key in ("pathology", "pathology_count", "mammo", "radiomics"):
+    for key in ("pathology", "pathology_count", "mammo", "mammo_mask", "has_mammo_mask", "radiomics"):
         if entries and key in entries[0]:
             extra[key] = torch.from_numpy(np.stack([e[key] for e in entries])[keep])
     assert split.masks is not None and split.has_mask is not None

@@ -74,9 +74,11 @@ def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, Stat
     """
     spec, folds = task_for(cfg).inputs(cfg), (cfg.cv_folds, cfg.cv_fold)
     if spec.modal is not None:
-        from client.multimodal_data import load_multimodal_site_data
+        from client.multimodal_data import load_multimodal_site_data, load_view_site_data
 
-        return load_multimodal_site_data(config, spec, folds)
+        if spec.views:
+            return load_view_site_data(config, spec, folds)
+        return load_multimodal_site_data(config, spec, folds, *_mass_segmenter(cfg, segmenters or {}, digest))
     if spec.frames:
         from client.cine_data import load_cine_site_data
 
@@ -86,6 +88,15 @@ def stage_data(config: SiteConfig, cfg: RunConfig, segmenters: Mapping[str, Stat
         return base
     segmenter = fused_segmenter(cfg, dict(segmenters or {}), cfg.seg_fusion) if spec.needs_segmenters else None
     return lesion_site_data(base, cfg, segmenter, digest)
+
+
+def _mass_segmenter(cfg: RunConfig, segmenters: Mapping[str, State], digest: str) -> tuple[nn.Module | None, str]:
+    """The mass segmenter cutting the radiomics ROIs (``mammo-roi = predicted``) and its weights' digest; (None, '') for the manifest's masks."""
+    if cfg.mammo_roi != "predicted" or "radiomics" not in cfg.modality_list:
+        return None, ""
+    if cfg.segmenter not in segmenters:
+        raise SiteDataError.public_fact(f"the radiomics ROIs are cut by the mass segmenter '{cfg.segmenter}', and the message refers to no weights for it")
+    return model_for(segmenter_config(cfg, cfg.segmenter), segmenters[cfg.segmenter]), digest
 
 
 def node_data(site: LocalSite, cfg: RunConfig, segmenters: Mapping[str, State] | None = None, digest: str = "") -> SiteData:

@@ -182,12 +182,13 @@ def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, stor
     from protocol.metrics import COMPARISON_METRICS, candidate_metric
 
     inputs = {"": (data, model, message.run)}
+    states, crops = segmenter_states(message, store)  # the compared models read inputs cut by the same segmenters
     for name, digest in message.compare:
         try:
             cfg = stage_config(message.run, name)
         except KeyError as err:
             raise ProtocolError(f"the comparison names {err}") from None
-        inputs[name] = (node_data(site, cfg), model_for(cfg, unpacked(store.get(digest), cfg, f"held model {digest}")), cfg)
+        inputs[name] = (node_data(site, cfg, states, crops), model_for(cfg, unpacked(store.get(digest), cfg, f"held model {digest}")), cfg)
     return {
         candidate_metric(comparison_prefix(row["model_b"]), key): float(row[key])
         for row in compare_models(inputs, message.split, reference="")

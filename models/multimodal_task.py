@@ -24,7 +24,7 @@ from torch import nn
 from models.fusion_blocks import build_fusion
 from models.modality_encoders import ModalityEncoder, Standardise, build_encoder
 from models.run_config import RunConfig
-from models.task import Batch, InputSpec, ModalInputs, SingleLogit
+from models.task import Batch, InputSpec, ModalInputs, SegmentationTask, SingleLogit
 
 
 class MultimodalNet(nn.Module):
@@ -141,3 +141,26 @@ def pathology_task(cfg: RunConfig) -> MultimodalTask:
 def mammography_task(cfg: RunConfig) -> MultimodalTask:
     """``task = mammography``: the two-view ResNet-18 on a case's CC and MLO views, with a linear head."""
     return MultimodalTask(("mammography",), "concat", name="mammography")
+
+
+@dataclass(frozen=True)
+class MassSegmentationTask(SegmentationTask):
+    """The mass in each mammography view (CC and MLO as images of their own), by the run's ``segmenter``, trained with Dice + cross-entropy.
+
+    The seed's Mask R-CNN needs torchvision; a MONAI segmenter takes its place. Its masks cut the
+    radiomics ROIs under ``mammo-roi = predicted``.
+    """
+
+    name: str = "mass-segmentation"
+
+    def input_size(self, cfg: RunConfig) -> int:
+        """``mammo-size``."""
+        return cfg.mammo_size
+
+    def inputs(self, cfg: RunConfig) -> InputSpec:
+        """Both views of every case with both, each with its mass mask, at ``mammo-size``."""
+        return InputSpec(cfg.mammo_size, modal=ModalInputs(("mammography",), mammo_size=cfg.mammo_size), views=True)
+
+    def describe(self, cfg: RunConfig) -> dict[str, Any]:
+        """The segmenter and the views' size."""
+        return {"mass_segmenter": self.segmenter, "mammo_size": cfg.mammo_size}

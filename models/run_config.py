@@ -99,6 +99,7 @@ class RunConfig:
     mammo_size: int = 64  # side of each mammography view after the breast-region crop
     mammo_branches: str = "shared"  # shared | separate ResNet-18 branches for the CC and MLO views
     mammo_width: int = 8  # planes of the two-view ResNet-18's first stage (64: the standard ResNet-18)
+    mammo_roi: str = "mask"  # radiomics' mass ROI: mask (the manifest's mass masks, a reference) | predicted (a federated ``segmenter`` on the views)
 
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
@@ -121,6 +122,7 @@ class RunConfig:
             "pathology-pooling": ("mean", "attention"),
             "stain-normalisation": ("none", "macenko", "reinhard"),
             "mammo-branches": ("shared", "separate"),
+            "mammo-roi": ("mask", "predicted"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from models.run_config import FUSION_RULES, RunConfig
+from models.run_config import FUSION_RULES, RunConfig, RunConfigError
 
 FINAL = "final"
 
@@ -146,6 +146,8 @@ def _base_plan(cfg: RunConfig) -> Plan:
     if cfg.pipeline == "fusion":
         return _fusion_plan(cfg)
     if cfg.pipeline != "automatic":
+        if cfg.task == "fusion" and "radiomics" in cfg.modality_list and cfg.mammo_roi == "predicted":
+            raise RunConfigError("run config 'mammo-roi' = 'predicted' cuts the radiomics ROIs with a mass segmenter the fusion pipeline trains first: it needs pipeline = 'fusion'")
         return Plan(cfg, (Stage("", cfg, 0),))
     names = cfg.segmenter_list
     stages = [
@@ -182,15 +184,25 @@ def modality_config(cfg: RunConfig, modality: str) -> RunConfig:
 def _fusion_plan(cfg: RunConfig) -> Plan:
     """Seeds 003/004: a model per modality, then a fusion model per block, each compared with every single-modality model.
 
+    Under ``mammo-roi = predicted`` with radiomics among the modalities, a mass segmenter (named by
+    ``segmenter``) is trained first on the mammography views, and cuts the ROIs of every stage reading radiomics.
     The fusion stages keep ``pipeline = fusion`` in their run configs, so a site can rebuild the plan
     from a message and find the single-modality models' configs (``stage_config``). Each starts its
     encoders from the single-modality models unless ``fusion-training = scratch``.
     """
     modalities, rounds = cfg.modality_list, cfg.num_rounds
-    singles = [Stage(m, modality_config(cfg, m), i * rounds, row=m) for i, m in enumerate(modalities)]
+    first: list[Stage] = []
+    crop: tuple[str, ...] = ()
+    if cfg.mammo_roi == "predicted" and "radiomics" in modalities:  # the mass segmenter first: its masks cut the radiomics ROIs
+        first.append(Stage(cfg.segmenter, cfg.replace(task="mass-segmentation", pipeline="single"), 0, row=f"mass-{cfg.segmenter}"))
+        crop = (cfg.segmenter,)
+    singles = [Stage(m, modality_config(cfg, m), (len(first) + i) * rounds, row=m, crop_with=crop if m == "radiomics" else ()) for i, m in enumerate(modalities)]
     start = () if cfg.fusion_training == "scratch" else modalities
     fusions = [
-        Stage(f"fusion-{block}", cfg.replace(fusion=block), (len(modalities) + i) * rounds, compare_with=modalities, row=f"fusion-{block}", init_from=start)
+        Stage(
+            f"fusion-{block}", cfg.replace(fusion=block), (len(first) + len(modalities) + i) * rounds, crop_with=crop, compare_with=modalities,
+            row=f"fusion-{block}", init_from=start,
+        )
         for i, block in enumerate(cfg.fusion_strategy_list)
-    ]
-    return Plan(cfg, (*singles, *fusions))
+    ]  # fmt: skip
+    return Plan(cfg, (*first, *singles, *fusions))

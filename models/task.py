@@ -50,13 +50,15 @@ class InputSpec:
     ``crop`` is ``none``, ``mask`` (ground-truth masks, a reference only) or ``predicted`` (by the
     segmenters a message refers to, fused by ``seg-fusion``); ``frames`` > 0 asks for clips of that
     many frames cut from each case's cine loop (frames of ``size`` px); ``modal`` asks for a case's
-    other modalities too (pathology patches, mammography views, radiomics), the still at ``size`` px.
+    other modalities too (pathology patches, mammography views, radiomics), the still at ``size`` px;
+    ``views`` asks for each mammography view (with its mass mask) as an image of its own.
     """
 
     size: int
     crop: str = "none"
     frames: int = 0
     modal: ModalInputs | None = None
+    views: bool = False
 
     @property
     def needs_segmenters(self) -> bool:

@@ -23,6 +23,7 @@ _BUILT_IN = {
     "fusion": "models.multimodal_task:MultimodalTask",
     "pathology": "models.multimodal_task:pathology_task",
     "mammography": "models.multimodal_task:mammography_task",
+    "mass-segmentation": "models.multimodal_task:MassSegmentationTask",
 }
 _REGISTERED: dict[str, TaskFactory] = {}
 
