@@ -73,6 +73,9 @@ def load_view_site_data(config: SiteConfig, spec: InputSpec, folds: tuple[int, i
     splits = {}
     for name, split in data.splits.items():
         assert split.extra is not None
+        if not len(split):
+            splits[name] = SplitData(images=torch.empty(0, 1, spec.size, spec.size), labels=torch.empty(0, dtype=torch.long))
+            continue
         keep = split.extra["present"][:, 0]
         index = keep.nonzero(as_tuple=True)[0]
         views, masks = split.extra["mammo"][index], split.extra["mammo_mask"][index]
