@@ -43,18 +43,24 @@ FLOWER_EXIT = re.compile(r"Exit Code: (\d+)")
 def check_site(site_config: Path, image_size: int) -> tuple[str, int]:
     """Validate a site config and every manifest row and image; return a readable summary and the number of unreadable files.
 
-    Config, manifest and split errors raise ``SiteDataError``; unreadable images, masks and cine loops are all listed in the summary
-    (every loop is decoded into the site cache, with its frame count and frame time summarised).
+    Config, manifest and split errors raise ``SiteDataError``; unreadable images, masks, cine loops, micrographs and mammograms are
+    all listed in the summary (every loop is decoded into the site cache, with its frame count and frame time summarised; every
+    case's pathology patches and mammography views are prepared at the default sizes, with their counts summarised).
     """
     from client.cine_data import check_loops
+    from client.multimodal_data import check_modalities
+    from models.task import ModalInputs
 
     config = load_site_config(site_config)
     data, unreadable = check_site_data(config, image_size)
     cases = [c for split in data.splits.values() for c in split.cases] + [u.case for u in unreadable]
     clinical = clinical_columns(sorted(cases, key=lambda c: c.row), config.data.clinical, config.data.manifest)
     loop_lines, bad_loops = check_loops(config, image_size)
-    unreadable = [*unreadable, *bad_loops]
-    return site_summary(data, unreadable, site_inventory(cases), [*loop_lines, *clinical.summary_lines()]), len(unreadable)
+    defaults = RunConfig()
+    modal = ModalInputs(("pathology", "mammography", "radiomics"), defaults.pathology_size, defaults.pathology_patches, mammo_size=defaults.mammo_size)
+    modal_lines, bad_modalities = check_modalities(config, modal)
+    unreadable = [*unreadable, *bad_loops, *bad_modalities]
+    return site_summary(data, unreadable, site_inventory(cases), [*loop_lines, *modal_lines, *clinical.summary_lines()]), len(unreadable)
 
 
 class NodeConfigError(ValueError):

@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from client.data import SiteData, SplitData, cached_entries, load_site_data
+from client.data import SiteData, SplitData, UnreadableCase, cached_entries, load_site_data
 from client.errors import SiteDataError
 from client.manifest import Case
 from client.site_cache import Arrays, Memory, SiteCache, cache_key, file_stamp
 from client.site_config import SiteConfig
+from client.site_index import fold_cases
 from client.transforms import augment
 from models.task import InputSpec, ModalInputs
 
@@ -260,3 +261,29 @@ class MultimodalDataset(Dataset):
                 patch = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
             out[k] = patch
         return out
+
+
+def check_modalities(config: SiteConfig, modal: ModalInputs) -> tuple[list[str], list[UnreadableCase]]:
+    """``--check``: prepare every case's pathology and mammography inputs into the site cache, skipping and listing the unreadable ones; summary lines."""
+    cases, _ = fold_cases(config)
+    cases = [c for c in cases if c.pathology is not None or c.mammo_cc is not None or c.mammo_mlo is not None]
+    if not cases:
+        return [], []
+    unreadable: list[UnreadableCase] = []
+    keys = [modal_key(case, modal) for case in cases]
+    entries = [entry for (entry, _, _), _ in cached_entries(SiteCache(config.output_dir), cases, keys, lambda case: prepare_modalities(case, modal), unreadable)]
+    lines = []
+    with_pathology = [c for c in cases if c.pathology is not None]
+    if with_pathology and "pathology" in modal.modalities:
+        counts = [int(e["pathology_count"]) for e in entries if int(e["pathology_count"]) > 0]
+        line = f"  pathology: {len(with_pathology)} case(s) ({len(counts)} readable)"
+        lines.append(line + (f", {min(counts)}-{max(counts)} patch(es) of {modal.pathology_size} px per case" if counts else ""))
+    one_view = [c for c in cases if (c.mammo_cc is None) != (c.mammo_mlo is None)]
+    both = sum(bool(e.get("has_mammo", False)) for e in entries)
+    if both or one_view:
+        rois = sum(bool(e.get("has_radiomics", False)) for e in entries)
+        lines.append(
+            f"  mammography: {both} readable case(s) with both views, {rois} with both mass ROIs (radiomics)"
+            + (f"; {len(one_view)} case(s) with one view only (rows {', '.join(str(c.row) for c in one_view[:10])}), read without mammography" if one_view else "")
+        )
+    return lines, unreadable
