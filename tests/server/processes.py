@@ -212,5 +212,8 @@ LONGEST = (
     "tests/simulation/test_segmentation.py",
     "tests/simulation/test_public_federation.py",
     "tests/server/test_cine_pipeline.py",
+    "tests/server/test_fusion_pipeline.py",
     "tests/simulation/test_phantom_cine.py",
+    "tests/client/test_multimodal_data.py",
+    "tests/simulation/test_phantom_multimodal.py",
 )
