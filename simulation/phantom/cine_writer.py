@@ -38,7 +38,7 @@ from simulation.phantom.risk import bayes_auc, draw_labels, reader_reads
 from simulation.phantom.sweep import Sweep, plan_sweep
 from simulation.phantom.writer import (
     FEATURE_STREAM, LABEL_STREAM, NOISE_STREAM, READER_STREAM, TRUTH_DIR, PhantomSummary, SiteCohort, case_cells,
-    clear_previous, fmt_cell, phantom_summary, save_png, site_rng, site_yaml, write_manifest, write_truth,
+    fmt_cell, phantom_summary, save_png, site_rng, site_yaml, write_manifest, write_sites, write_truth, named_preset,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,13 +152,9 @@ def build_cine_phantom(out: Path, preset: CinePreset, seed: int = 0, *, flip_lab
         The summary of what was written.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cohorts = draw_cine_cohort(preset, seed, flip_labels=flip_labels)
-    clear_previous(out, [c.spec.name for c in cohorts])
-    sweeps = []
-    for cohort in cohorts:
-        logger.info("cine phantom %s: writing %d loops of %s", preset.name, len(cohort.case_ids), cohort.spec.name)
-        sweeps += _write_cine_site(cohort, out / cohort.spec.name, preset, seed)
+    written = write_sites(out, cohorts, "cine phantom", preset.name, lambda cohort, folder: _write_cine_site(cohort, folder, preset, seed))
+    sweeps = [row for rows in written for row in rows]
     write_truth(cohorts, out / TRUTH_DIR, preset.preset, seed, flip_labels, FEATURE_COLUMNS + SWEEP_COLUMNS,
                 _cine_facts(preset))
     with open(out / TRUTH_DIR / "sweeps.csv", "w", newline="", encoding="utf-8") as handle:
@@ -180,6 +176,4 @@ def make_cine_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_la
     Returns:
         The summary of what was written.
     """
-    if preset not in CINE_PRESETS:
-        raise ValueError(f"unknown cine phantom preset {preset!r}; choose one of {sorted(CINE_PRESETS)}")
-    return build_cine_phantom(Path(out), CINE_PRESETS[preset], seed, flip_labels=flip_labels)
+    return build_cine_phantom(Path(out), named_preset(CINE_PRESETS, preset, "cine phantom"), seed, flip_labels=flip_labels)

@@ -37,8 +37,8 @@ from simulation.phantom.presets import PRESETS, Preset
 from simulation.phantom.render import SiteGeometry
 from simulation.phantom.risk import reader_reads
 from simulation.phantom.writer import (
-    MANIFEST_COLUMNS, READER_STREAM, TRUTH_DIR, PhantomSummary, SiteCohort, case_cells, clear_previous, draw_cohort,
-    phantom_summary, save_png, site_rng, site_yaml, write_manifest, write_still, write_truth,
+    MANIFEST_COLUMNS, READER_STREAM, TRUTH_DIR, PhantomSummary, SiteCohort, case_cells, draw_cohort,
+    phantom_summary, save_png, site_rng, site_yaml, write_manifest, write_sites, write_still, write_truth, named_preset,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,12 +145,8 @@ def build_multimodal_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_l
         The summary of what was written.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cohorts = draw_multimodal_cohort(preset, seed, flip_labels=flip_labels)
-    clear_previous(out, [c.spec.name for c in cohorts])
-    for cohort in cohorts:
-        logger.info("multimodal phantom %s: writing %d cases of %s", preset.name, len(cohort.case_ids), cohort.spec.name)
-        _write_multimodal_site(cohort, out / cohort.spec.name, preset, seed)
+    write_sites(out, cohorts, "multimodal phantom", preset.name, lambda cohort, folder: _write_multimodal_site(cohort, folder, preset, seed))
     write_truth(cohorts, out / TRUTH_DIR, preset, seed, flip_labels, FEATURE_COLUMNS + MULTIMODAL_COLUMNS,
                 _multimodal_facts(preset, seed))
     aucs = {c.spec.name: modality_aucs(c.features, c.labels) for c in cohorts}
@@ -170,6 +166,5 @@ def make_multimodal_phantom(out: Path, preset: str = "demo", seed: int = 0, *, f
     Returns:
         The summary of what was written.
     """
-    if preset not in MULTIMODAL_SITES:
-        raise ValueError(f"unknown multimodal phantom preset {preset!r}; choose one of {sorted(MULTIMODAL_SITES)}")
+    named_preset(MULTIMODAL_SITES, preset, "multimodal phantom")
     return build_multimodal_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)

@@ -9,7 +9,8 @@ import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Literal, TypeVar
 
 import numpy as np
 import yaml
@@ -23,6 +24,8 @@ from simulation.phantom.render import SiteGeometry, render_case
 from simulation.phantom.risk import bayes_auc, draw_labels, reader_reads, true_risk
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+P = TypeVar("P")
 
 TRUTH_DIR = "_truth"
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -242,15 +245,28 @@ def build_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool
     Returns:
         The summary of what was written.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cohorts = draw_cohort(preset, seed, flip_labels=flip_labels)
+    write_sites(Path(out), cohorts, "phantom", preset.name, lambda cohort, folder: _write_site(cohort, folder, preset, seed))
+    write_truth(cohorts, Path(out) / TRUTH_DIR, preset, seed, flip_labels)
+    return phantom_summary(Path(out), cohorts)
+
+
+def write_sites(out: Path, cohorts: list[SiteCohort], kind: str, preset: str, write: Callable[[SiteCohort, Path], T]) -> list[T]:
+    """Create ``out``, clear the previous phantom's site folders, and write each cohort's site folder with ``write``; its results."""
+    out.mkdir(parents=True, exist_ok=True)
     clear_previous(out, [c.spec.name for c in cohorts])
+    results = []
     for cohort in cohorts:
-        logger.info("phantom %s: writing %d cases of %s", preset.name, len(cohort.case_ids), cohort.spec.name)
-        _write_site(cohort, out / cohort.spec.name, preset, seed)
-    write_truth(cohorts, out / TRUTH_DIR, preset, seed, flip_labels)
-    return phantom_summary(out, cohorts)
+        logger.info("%s %s: writing %d cases of %s", kind, preset, len(cohort.case_ids), cohort.spec.name)
+        results.append(write(cohort, out / cohort.spec.name))
+    return results
+
+
+def named_preset(presets: Mapping[str, P], name: str, kind: str) -> P:
+    """The preset called ``name``, or ``ValueError`` naming the known ones."""
+    if name not in presets:
+        raise ValueError(f"unknown {kind} preset {name!r}; choose one of {sorted(presets)}")
+    return presets[name]
 
 
 def phantom_summary(out: Path, cohorts: list[SiteCohort]) -> PhantomSummary:
@@ -289,9 +305,7 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
         return make_multimodal_phantom(Path(out), preset, seed, flip_labels=flip_labels)
     if modality != "image":
         raise ValueError(f"unknown phantom modality {modality!r}; choose one of {list(MODALITIES)}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown phantom preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return build_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)
+    return build_phantom(Path(out), named_preset(PRESETS, preset, "phantom"), seed, flip_labels=flip_labels)
 
 
 def require_dp(out: Path, target_epsilon: float, delta: float = 1.0e-5, max_grad_norm: float = 1.0) -> list[str]:
