@@ -16,7 +16,7 @@ STUDY_DATE = "20240115"
 STUDY_TIME = "093000"
 
 
-def _uid(*parts: object) -> str:
+def phantom_uid(*parts: object) -> str:
     """Return a UID derived only from ``parts`` (the same inputs give the same UID)."""
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
@@ -71,6 +71,37 @@ def write_dicom(image: np.ndarray, path: Path, *, scanner: Scanner, site: str, s
     ds.save_as(path, enforce_file_format=True)
 
 
+def phantom_dataset(sop_class: str, uid_tag: str, *, modality: str, manufacturer: str, site: str, seed: int, case_id: str, age: int) -> Dataset:
+    """The file meta, patient, study, equipment and instance attributes every phantom DICOM object shares (UIDs from ``uid_tag``)."""
+    sop_uid = phantom_uid("axilla-phantom", seed, site, case_id, uid_tag)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "AXILLA_PHANTOM"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = STUDY_TIME
+    ds.AccessionNumber = pseudonym(seed, site, case_id)[2:10]
+    ds.Modality = modality
+    ds.Manufacturer = manufacturer
+    ds.InstitutionName = site.replace("_", " ").title() + " (phantom)"
+    ds.ReferringPhysicianName = ""
+    ds.PatientName = "PHANTOM^" + pseudonym(seed, site, case_id)
+    ds.PatientID = pseudonym(seed, site, case_id)
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "F"
+    ds.PatientAge = f"{int(age):03d}Y"
+    ds.BodyPartExamined = "BREAST"
+    return ds
+
+
 def us_dataset(sop_class: str, *, scanner: Scanner, site: str, seed: int, case_id: str, age: int,
                series: str = "Breast lesion B-mode") -> Dataset:
     """Return the patient, study, series, equipment and instance attributes of one phantom ultrasound object.
@@ -88,40 +119,14 @@ def us_dataset(sop_class: str, *, scanner: Scanner, site: str, seed: int, case_i
         The dataset with its file meta, without any image attribute.
     """
     tag = "sop" if sop_class == UltrasoundImageStorage else f"sop|{sop_class}"
-    sop_uid = _uid("axilla-phantom", seed, site, case_id, tag)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "AXILLA_PHANTOM"
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = STUDY_TIME
-    ds.AccessionNumber = pseudonym(seed, site, case_id)[2:10]
-    ds.Modality = "US"
-    ds.Manufacturer = scanner.manufacturer
-    ds.InstitutionName = site.replace("_", " ").title() + " (phantom)"
-    ds.ReferringPhysicianName = ""
+    ds = phantom_dataset(sop_class, tag, modality="US", manufacturer=scanner.manufacturer, site=site, seed=seed, case_id=case_id, age=age)
     ds.StationName = scanner.model.replace(" ", "")[:16]
     ds.StudyDescription = "US BREAST"
     ds.SeriesDescription = series
     ds.ManufacturerModelName = scanner.model
-    ds.PatientName = "PHANTOM^" + pseudonym(seed, site, case_id)
-    ds.PatientID = pseudonym(seed, site, case_id)
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.PatientAge = f"{int(age):03d}Y"
-    ds.BodyPartExamined = "BREAST"
     ds.TransducerData = [scanner.probe]
-    ds.StudyInstanceUID = _uid("axilla-phantom", seed, site, case_id, "study")
-    ds.SeriesInstanceUID = _uid("axilla-phantom", seed, site, case_id, "series")
+    ds.StudyInstanceUID = phantom_uid("axilla-phantom", seed, site, case_id, "study")
+    ds.SeriesInstanceUID = phantom_uid("axilla-phantom", seed, site, case_id, "series")
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1

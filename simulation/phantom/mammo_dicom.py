@@ -7,10 +7,9 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
-from simulation.phantom.dicom import STUDY_DATE, STUDY_TIME, pseudonym
+from simulation.phantom.dicom import phantom_dataset, phantom_uid
 
 MammoStorage = Literal["png8", "png16", "dicom_mono1", "dicom_mono2"]
 MAMMO_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray Image Storage - For Presentation
@@ -42,48 +41,18 @@ def write_view(image: np.ndarray, stem: Path, storage: MammoStorage, *, view: st
     return path
 
 
-def _uid(*parts: object) -> str:
-    """Return a UID derived only from ``parts``."""
-    return generate_uid(entropy_srcs=[str(p) for p in parts])
-
-
 def mammo_dataset(*, view: str, laterality: str, site: str, seed: int, case_id: str, age: int) -> Dataset:
     """Return the patient, study, series, equipment and instance attributes of one phantom mammographic view."""
-    sop_uid = _uid("axilla-phantom", seed, site, case_id, "mammo", view)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MAMMO_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "AXILLA_PHANTOM"
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = MAMMO_SOP_CLASS
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = STUDY_TIME
-    ds.AccessionNumber = pseudonym(seed, site, case_id)[2:10]
-    ds.Modality = "MG"
+    ds = phantom_dataset(MAMMO_SOP_CLASS, f"mammo|{view}", modality="MG", manufacturer="Phantom Mammography", site=site, seed=seed, case_id=case_id, age=age)
     ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer = "Phantom Mammography"
-    ds.InstitutionName = site.replace("_", " ").title() + " (phantom)"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "MG BREAST 2 VIEWS"
     ds.SeriesDescription = f"{laterality}{view}"
-    ds.PatientName = "PHANTOM^" + pseudonym(seed, site, case_id)
-    ds.PatientID = pseudonym(seed, site, case_id)
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.PatientAge = f"{int(age):03d}Y"
-    ds.BodyPartExamined = "BREAST"
     ds.ImageLaterality = laterality
     ds.Laterality = laterality
     ds.ViewPosition = view
     ds.PatientOrientation = _ORIENTATION[(laterality, view)]
-    ds.StudyInstanceUID = _uid("axilla-phantom", seed, site, case_id, "mammo-study")
-    ds.SeriesInstanceUID = _uid("axilla-phantom", seed, site, case_id, "mammo-series", view)
+    ds.StudyInstanceUID = phantom_uid("axilla-phantom", seed, site, case_id, "mammo-study")
+    ds.SeriesInstanceUID = phantom_uid("axilla-phantom", seed, site, case_id, "mammo-series", view)
     ds.StudyID = "1"
     ds.SeriesNumber = 1 if view == "CC" else 2
     ds.InstanceNumber = 1

@@ -23,21 +23,12 @@ from simulation.phantom.multimodal_features import COMBINATIONS, MULTIMODAL_COLU
 from simulation.phantom.multimodal_presets import MULTIMODAL_SITES, MULTIMODAL_SIZES
 from simulation.phantom.multimodal_writer import MULTIMODAL_MANIFEST_COLUMNS
 from simulation.phantom.pathology_render import render_micrograph
+from tests.simulation.test_phantom_cine import _files, _rows
 
 SITES = MULTIMODAL_SITES["tiny"]
+
 SIZES = MULTIMODAL_SIZES["tiny"]
 EXTRA = ("pathology", "mammo_cc", "mammo_mlo", "mammo_cc_mask", "mammo_mlo_mask")
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    """Return every file under ``root`` keyed by its relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    """Read a CSV file's rows."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
