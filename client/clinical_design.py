@@ -55,7 +55,7 @@ def design_matrix(cases: Sequence[Case], variables: Sequence[ClinicalVariable], 
             continue
         row = [1.0]
         for variable, value in zip(variables, values):
-            row += _code(variable, value.strip())
+            row += code_value(variable, value.strip())
         row += [float(column[index]) for column in extra.values()]
         rows.append(row)
         labels.append(case.label)
@@ -64,7 +64,7 @@ def design_matrix(cases: Sequence[Case], variables: Sequence[ClinicalVariable], 
     return Design(x, names, np.array(labels, dtype=np.float64), tuple(left_out))
 
 
-def _code(variable: ClinicalVariable, value: str) -> list[float]:
+def code_value(variable: ClinicalVariable, value: str) -> list[float]:
     """One value's columns (the value was checked against its type when the manifest was read)."""
     if variable.kind in ("continuous", "binary"):
         return [float(value)]

@@ -15,9 +15,13 @@ settings, so only new or changed files are read:
 ``load_view_site_data`` gives the mass segmenter its inputs: each view of a case as an image of its
 own, with its mass mask.
 
+* ``clinical``: the ``clinical-variables`` of the row (not cached: read from the manifest each time),
+  coded as the clinical models code them (``client/clinical_design.py``); categorical variables are
+  refused here (their levels may differ between sites), missing values are NaN.
+
 ``present`` (N, M) says which of the task's modalities each case has: ultrasound always (every row
 has an image or a loop); pathology when the row gives one; mammography when it gives both views;
-radiomics when it gives both views and both masks with a mass. A case with none of the task's
+radiomics when it gives both views and both masks with a mass; clinical when it gives at least one of the variables. A case with none of the task's
 modalities is left out of the task's cases (logged). Nothing here leaves the site.
 """
 
@@ -60,7 +64,8 @@ def load_multimodal_site_data(
     assert modal is not None
     base = load_site_data(config, spec.size, folds)
     made_by = digest or ("predicted" if segmenter is not None else "mask")
-    content = cache_key("multimodal", base.fingerprint, repr(config), repr(modal), made_by, folds, [c.case_id for s in base.splits.values() for c in s.cases])
+    rows = [[c.case_id, *(c.clinical.get(name, "") for name in modal.clinical)] for s in base.splits.values() for c in s.cases]
+    content = cache_key("multimodal", base.fingerprint, repr(config), repr(modal), made_by, folds, rows)
     data = _MEMORY.get(content)
     if data is None:
         data = _attach(base, modal, segmenter, made_by)
@@ -104,8 +109,11 @@ def _attach(base: SiteData, modal: ModalInputs, segmenter: nn.Module | None, mad
         keys = [modal_key(case, modal, made_by) for case in split.cases]
         entries = []
         for (entry, _, _), fresh in cached_entries(cache, split.cases, keys, lambda case: prepare_modalities(case, modal, segmenter)):
-            entries.append(entry)
+            entries.append(dict(entry))
             decoded += fresh
+        if modal.clinical:
+            for entry, vector in zip(entries, clinical_vectors(base.config, split.cases, modal.clinical)):
+                entry["clinical"], entry["has_clinical"] = vector, np.array(bool(np.isfinite(vector).any()))
         splits[name], lost = _with_modalities(split, entries, modal)
         dropped += lost
     logger.info(
@@ -177,6 +185,26 @@ def _mammography(case: Case, modal: ModalInputs, radiomics: bool, segmenter: nn.
     return out
 
 
+def clinical_vectors(config: SiteConfig, cases: list[Case], names: tuple[str, ...]) -> list[np.ndarray]:
+    """Each case's ``names`` variables as one float vector (NaN where missing), coded as the clinical models code them."""
+    from client.clinical import clinical_columns, is_missing
+    from client.clinical_design import code_value
+    from client.site_index import read_cases
+
+    typed = clinical_columns(read_cases(config)[0], config.data.clinical, config.data.manifest).variables  # the whole manifest types them
+    for name in names:
+        if name not in typed:
+            raise SiteDataError.public_fact(f"clinical variable '{name}' (run config 'clinical-variables') is not a typed clinical column of this site")
+        if typed[name].kind == "categorical":
+            raise SiteDataError.public_fact(
+                f"clinical variable '{name}' is categorical; the clinical modality reads continuous, binary and ordinal variables (recode it, or model it with clinical = fusion)"
+            )
+    return [
+        np.array([np.nan if is_missing(value := case.clinical.get(name, "")) else code_value(typed[name], value.strip())[0] for name in names], dtype=np.float64)
+        for case in cases
+    ]
+
+
 @torch.no_grad()
 def _predicted_rois(segmenter: nn.Module, views: np.ndarray, size: int) -> list[np.ndarray]:
     """The segmenter's mass in each (2, 1, S, S) view, as (1, size, size) uint8 masks (nearest upsampling of its S-pixel map)."""
@@ -191,7 +219,7 @@ def _presence(entry: Arrays, modality: str) -> bool:
         return True
     if modality == "pathology":
         return int(entry["pathology_count"]) > 0
-    return bool(entry["has_mammo" if modality == "mammography" else "has_radiomics"])
+    return bool(entry[{"mammography": "has_mammo", "radiomics": "has_radiomics", "clinical": "has_clinical"}[modality]])
 
 
 def _with_modalities(split: SplitData, entries: list[Arrays], modal: ModalInputs) -> tuple[SplitData, int]:
@@ -200,7 +228,7 @@ def _with_modalities(split: SplitData, entries: list[Arrays], modal: ModalInputs
     keep = present.any(axis=1)
     index = torch.from_numpy(np.flatnonzero(keep))
     extra: dict[str, torch.Tensor] = {"present": torch.from_numpy(present[keep])}
-    for key in ("pathology", "pathology_count", "mammo", "mammo_mask", "has_mammo_mask", "radiomics"):
+    for key in ("pathology", "pathology_count", "mammo", "mammo_mask", "has_mammo_mask", "radiomics", "clinical"):
         if entries and key in entries[0]:
             extra[key] = torch.from_numpy(np.stack([e[key] for e in entries])[keep])
     assert split.masks is not None and split.has_mask is not None

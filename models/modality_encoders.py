@@ -11,6 +11,9 @@ absent rows are never fed to the encoder (a case without pathology has no patch 
 * ``mammography``: the two-view ResNet-18 (``models/mammo_nets.py``) on ``mammo`` (N, 2, 1, S, S), CC then MLO.
 * ``radiomics``: the case's IBSI-style features of both views' mass ROIs (``radiomics``, N x 2F),
   z-scored with the federation's means and SDs, set once before training (``Standardise``).
+* ``clinical``: the ``clinical-variables`` of the case (``clinical``, N x V: a continuous value, a
+  binary 0/1 or an ordinal rank), z-scored the same way; a missing value becomes 0 after the
+  z-scoring, i.e. the federation's mean.
 """
 
 from __future__ import annotations
@@ -113,17 +116,17 @@ class Standardise(nn.Module):
         return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10.0, 10.0)
 
 
-class RadiomicsEncoder(ModalityEncoder):
-    """Both views' radiomics features, z-scored with the federation's statistics."""
+class FeatureEncoder(ModalityEncoder):
+    """A case's feature vector (``key`` in the batch), z-scored with the federation's statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str, dim: int) -> None:
         super().__init__()
-        self.dim = RADIOMICS_DIM
-        self.standardise = Standardise(RADIOMICS_DIM)
+        self.key, self.dim = key, dim
+        self.standardise = Standardise(dim)
 
     def embed(self, batch: Batch, rows: torch.Tensor) -> torch.Tensor:
         """The rows' z-scored features."""
-        return self.standardise(batch["radiomics"][rows].float())
+        return self.standardise(batch[self.key][rows].float())
 
 
 def build_encoder(modality: str, cfg: RunConfig) -> ModalityEncoder:
@@ -135,5 +138,7 @@ def build_encoder(modality: str, cfg: RunConfig) -> ModalityEncoder:
     if modality == "mammography":
         return MammographyEncoder(cfg.mammo_branches, cfg.mammo_width)
     if modality == "radiomics":
-        return RadiomicsEncoder()
+        return FeatureEncoder("radiomics", RADIOMICS_DIM)
+    if modality == "clinical":
+        return FeatureEncoder("clinical", len(cfg.clinical_variable_list))
     raise ValueError(f"unknown modality '{modality}'")

@@ -93,7 +93,10 @@ class MultimodalTask(SingleLogit):
 
     def inputs(self, cfg: RunConfig) -> InputSpec:
         """Each case's stills and its other modalities' inputs."""
-        modal = ModalInputs(self.modalities, cfg.pathology_size, cfg.pathology_patches, cfg.stain_normalisation, cfg.stain_augmentation, cfg.mammo_size)
+        clinical = cfg.clinical_variable_list if "clinical" in self.modalities else ()
+        modal = ModalInputs(
+            self.modalities, cfg.pathology_size, cfg.pathology_patches, cfg.stain_normalisation, cfg.stain_augmentation, cfg.mammo_size, clinical,
+        )  # fmt: skip
         return InputSpec(cfg.image_size, modal=modal)
 
     def label(self) -> str:
@@ -110,6 +113,8 @@ class MultimodalTask(SingleLogit):
                 "pathology_model": cfg.pathology_model, "pathology_size": cfg.pathology_size, "pathology_patches": cfg.pathology_patches,
                 "pathology_pooling": cfg.pathology_pooling, "stain_normalisation": cfg.stain_normalisation, "stain_augmentation": cfg.stain_augmentation,
             }  # fmt: skip
+        if "clinical" in self.modalities:
+            out["clinical_variables"] = list(cfg.clinical_variable_list)
         if "mammography" in self.modalities or "radiomics" in self.modalities:
             out |= {"mammo_size": cfg.mammo_size, "mammo_branches": cfg.mammo_branches, "mammo_width": cfg.mammo_width}
         return out

@@ -15,7 +15,7 @@ Scalar = bool | int | float | str
 SEGMENTER_NAMES = ("unet", "unetpp", "deeplabv3", "deeplabv3plus")  # models/segmenters.py (kept torch-free here)
 FUSION_RULES = ("mean", "union")
 VIDEO_NETWORK_NAMES = ("resnet3d", "r2plus1d", "tsm", "tin")  # models/video_nets.py (kept torch-free here)
-MODALITIES = ("ultrasound", "pathology", "mammography", "radiomics")  # models/modality_encoders.py: what a multimodal network reads
+MODALITIES = ("ultrasound", "pathology", "mammography", "radiomics", "clinical")  # models/modality_encoders.py: what a multimodal network reads
 FUSION_BLOCKS = ("concat", "weighted", "attention", "voting", "multilayer")  # models/fusion_blocks.py (kept torch-free here)
 
 
@@ -85,7 +85,7 @@ class RunConfig:
     video_width: int = 64  # planes of the video networks' first ResNet stage (64: the standard ResNet-18; 8-16 on a CPU)
     cv_folds: int = 0  # federated k-fold cross-validation: folds of each site's non-test cases (0: none; seed 001 used 5)
     cv_fold: int = 0  # set by the stage plan: the fold a stage trains (its validation cases), 0 outside cross-validation
-    modalities: str = "ultrasound,pathology"  # task = fusion: the modalities the network reads (MODALITIES), in this order
+    modalities: str = "ultrasound,pathology"  # task = fusion: the modalities the network reads (MODALITIES), in this order; clinical: ``clinical-variables``
     fusion: str = "multilayer"  # task = fusion: the block fusing the modalities' embeddings (models/fusion_blocks.py)
     fusion_strategies: str = "concat,weighted,attention,voting,multilayer"  # pipeline = fusion: a fusion model per block, after one model per modality
     fusion_training: str = "end-to-end"  # pipeline = fusion: end-to-end | frozen (encoders from the single-modality models, trained on or kept) | scratch
@@ -174,6 +174,8 @@ class RunConfig:
         for name in self.fusion_strategy_list:
             if name not in FUSION_BLOCKS:
                 raise RunConfigError(f"run config 'fusion-strategies' entry '{name}': expected one of {', '.join(FUSION_BLOCKS)}")
+        if "clinical" in self.modality_list and not self.clinical_variable_list:
+            raise RunConfigError("run config 'modalities' includes 'clinical': name its variables in 'clinical-variables' (continuous, binary or ordinal columns), the same at every site")
         if self.task == "fusion" and not self.modality_list:
             raise RunConfigError("run config 'task' = 'fusion' needs at least one of 'modalities'")
         if self.pipeline == "fusion" and (self.task != "fusion" or len(self.modality_list) < 2 or not self.fusion_strategy_list):

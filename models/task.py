@@ -41,6 +41,7 @@ class ModalInputs:
     stain_normalisation: str = "none"
     stain_augmentation: bool = True
     mammo_size: int = 64
+    clinical: tuple[str, ...] = ()  # the clinical modality's variables (``clinical-variables``), in order
 
 
 @dataclass(frozen=True)

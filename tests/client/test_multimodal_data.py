@@ -93,3 +93,17 @@ def test_check_lists_an_unreadable_micrograph_and_a_case_with_one_view(sites: li
     summary, unreadable = check_site(site / "site.yaml", 32)
     assert unreadable == 1 and f"manifest row 4 (case {rows[2]['case_id']})" in summary and rows[2]["pathology"].split("/")[-1] in summary
     assert "1 case(s) with one view only (rows 7)" in summary
+
+
+def test_the_clinical_modality_codes_the_named_variables_and_refuses_a_categorical_one(sites: list[Path]) -> None:
+    from client.errors import SiteDataError
+
+    config = load_site_config(sites[0])
+    spec = InputSpec(32, modal=ModalInputs(("clinical",), clinical=("age", "her2", "histologic_grade")))
+    train = load_multimodal_site_data(config, spec).splits["train"]
+    rows = {c.case_id: c for c in train.cases}
+    first = train.cases[0]
+    expected = [float(first.clinical["age"]), float(first.clinical["her2"]), float(["1", "2", "3"].index(first.clinical["histologic_grade"]))]
+    assert train.extra is not None and train.extra["clinical"][0].tolist() == expected and len(rows) == len(train)
+    with pytest.raises(SiteDataError, match="'histologic_type' is categorical"):
+        load_multimodal_site_data(config, InputSpec(32, modal=ModalInputs(("clinical",), clinical=("age", "histologic_type"))))

@@ -29,6 +29,15 @@ def _batch(n: int = 4, seed: int = 0, modalities: tuple[str, ...] = MODALITIES) 
     return batch
 
 
+def test_the_clinical_modality_reads_the_named_variables_z_scored() -> None:
+    cfg = CFG.replace(modalities="ultrasound,clinical", clinical_variables="age,ki67")
+    net = build_network(cfg).eval()
+    batch = _batch(modalities=("ultrasound", "clinical")) | {"clinical": torch.tensor([[50.0, 20.0], [60.0, float("nan")], [40.0, 10.0], [55.0, 30.0]])}
+    assert net(batch).shape == (4, 1) and torch.isfinite(net(batch)).all()  # a missing value is the federation's mean after z-scoring
+    with pytest.raises(RunConfigError, match="clinical-variables"):
+        CFG.replace(modalities="ultrasound,clinical")
+
+
 def test_the_radiomics_width_is_the_feature_count_of_both_views() -> None:
     assert RADIOMICS_PER_VIEW == len(FEATURE_NAMES)
 
