@@ -243,7 +243,7 @@ def _with_modalities(split: SplitData, entries: list[Arrays], modal: ModalInputs
 class MultimodalDataset(Dataset):
     """A split's cases as dicts of every modality's tensors; training items are augmented per modality.
 
-    The still takes the image augmentation (``client/transforms.augment``); pathology patches random
+    The still, when the task reads it, takes the image augmentation (``client/transforms.augment``); pathology patches random
     flips and quarter turns, and HED stain jitter with ``stain-augmentation``; mammography views a
     mild gamma change (no flips: the views are oriented to the chest wall).
     """
@@ -251,7 +251,7 @@ class MultimodalDataset(Dataset):
     def __init__(self, data: SplitData, size: int, modal: ModalInputs, train: bool, seed: int) -> None:
         assert data.extra is not None and data.masks is not None and data.has_mask is not None
         self.data, self.modal, self.train = data, modal, train
-        self.still = augment(size) if train else None
+        self.still = augment(size) if train and "ultrasound" in modal.modalities else None  # a still no encoder reads is left as it is
         if self.still is not None:
             self.still.set_random_state(seed)
 
