@@ -5,7 +5,9 @@ variables the server sends. A job's cases are the complete ones: a case missing 
 job's design uses (or a reader's value, for that reader) is left out, and the job's ``n`` says how
 many remained. Statistics over fewer cases than the site's ``privacy.min_cell_count`` are refused.
 The image model's signature is its probability for each case (as a logit, clipped to
-[-12, 12]), computed here with the held model the query names and kept in the site's cache.
+[-12, 12]), and its image features (``clinical-features``) a modality encoder's embedding of the
+case, both computed here with the held model the query names and kept in the site's cache
+(``client/case_outputs.py``); a case lacking the modality is incomplete for those columns.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,21 +27,21 @@ from client.model_store import ModelStore
 from client.node_site import LocalSite
 from client.site_config import SiteConfig
 from client.site_index import read_cases
-from protocol.clinical import MAX_LEVELS, SIGNATURE, ClinicalQuery, Design, Spec, Variable
+from protocol.clinical import MAX_LEVELS, SIGNATURE, ClinicalQuery, Design, FeatureBlock, Spec, Variable
 from protocol.messages import Metrics
 
 logger = logging.getLogger("axilla.client")
-_LOGIT_CLIP = 12.0
 
 
 @dataclass(frozen=True)
 class JobCases:
-    """The cases a job reads: manifest rows with labels, their split, and the image model's signature (NaN when not asked)."""
+    """The cases a job reads: manifest rows with labels, their split, the image model's signature (NaN when not asked) and its asked embeddings by modality."""
 
     cases: list[Case]
     labels: np.ndarray
     splits: list[str]
     signature: np.ndarray
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def schema(config: SiteConfig) -> list[Variable]:
@@ -55,8 +56,8 @@ def schema(config: SiteConfig) -> list[Variable]:
     return out
 
 
-def job_cases(site: LocalSite, query: ClinicalQuery, store: ModelStore, needs_signature: bool) -> JobCases:
-    """The cases of the query's split at this node (a pooled node: its members'), with the signature when asked."""
+def job_cases(site: LocalSite, query: ClinicalQuery, store: ModelStore, needs_signature: bool, blocks: Sequence[FeatureBlock] = ()) -> JobCases:
+    """The cases of the query's split at this node (a pooled node: its members'), with the signature and the blocks' embeddings when asked."""
     cases: list[Case] = []
     splits: list[str] = []
     for config in site.members:
@@ -65,52 +66,34 @@ def job_cases(site: LocalSite, query: ClinicalQuery, store: ModelStore, needs_si
             if query.split in ("all", member_splits[case.case_id]):
                 cases.append(case)
                 splits.append(member_splits[case.case_id])
-    signature = np.full(len(cases), np.nan)
-    if needs_signature:
-        scores = signature_scores(site, query, store)
-        signature = np.array([scores.get((c.case_id, s), np.nan) for c, s in zip(cases, splits)], dtype=np.float64)
-    return JobCases(cases, np.array([c.label for c in cases], dtype=np.float64), splits, signature)
+    labels = np.array([c.label for c in cases], dtype=np.float64)
+    if not needs_signature and not blocks:
+        return JobCases(cases, labels, splits, np.full(len(cases), np.nan))
+    from client.case_outputs import case_outputs  # torch only where the image model's outputs are needed
+
+    outputs = case_outputs(site, query, store)
+    keys = [(c.case_id, s) for c, s in zip(cases, splits)]
+    features = {}
+    for block in blocks:
+        if block.modality not in outputs.embeddings:
+            has = ", ".join(outputs.embeddings) or "none: it is not a multimodal model"
+            raise SiteDataError.public_fact(
+                f"run config 'clinical-features' asks for the image model's {block.modality} embeddings; its modality encoders: {has}"
+            )
+        features[block.modality] = outputs.features(block.modality, keys)
+        if features[block.modality].shape[1] != len(block.names):
+            raise SiteDataError.public_fact(
+                f"the request names {len(block.names)} {block.modality} features; the image model's encoder gives {features[block.modality].shape[1]}"
+            )
+    return JobCases(cases, labels, splits, outputs.signature(keys), features)
 
 
-_SIGNATURES: dict[Path, dict[tuple[str, str], float]] = {}  # cache file -> its scores (the key names model, crops, data and run)
-
-
-def signature_scores(site: LocalSite, query: ClinicalQuery, store: ModelStore) -> dict[tuple[str, str], float]:
-    """The image model's logit for every case of every split, by (case id, split): from the site cache, else predicted now."""
-    if not query.signature:
-        raise SiteDataError.public_fact("this clinical job uses the image model's signature, and the message names no image model")
-    from client.site import model_for, node_data  # torch only where a signature is computed
-    from client.training import predict, resolve_device
-    from client.work import segmenter_states, unpacked
-    from models.task import task_for
-
-    states, crops = segmenter_states(query, store)
-    data = node_data(site, query.run, states, crops)
-    key = hashlib.sha256(f"{query.signature}|{crops}|{data.fingerprint}|{query.run.to_mapping()}".encode()).hexdigest()[:24]
-    path = Path(site.output_dir) / "cache" / "signature" / f"{key}.npz"
-    if path in _SIGNATURES:  # this process scored them already (a site worker answers the whole stage)
-        return _SIGNATURES[path]
-    if path.exists():
-        saved = np.load(path)
-        _SIGNATURES[path] = {(str(c), str(s)): float(v) for c, s, v in zip(saved["case_ids"], saved["splits"], saved["logits"])}
-        return _SIGNATURES[path]
-    model = model_for(query.run, unpacked(store.get(query.signature), query.run, f"held model {query.signature}"))
-    task, device = task_for(query.run), resolve_device(site.config.compute.device)
-    out: dict[tuple[str, str], float] = {}
-    for split, part in data.splits.items():
-        if len(part) == 0:
-            continue
-        scores = predict(model, data.loader(split, train=False), task, device).scores
-        if scores is None:
-            raise SiteDataError.public_fact(f"the image model ({query.run.task}) gives no case probability to use as a signature")
-        p = np.clip(scores.astype(np.float64), 1e-12, 1 - 1e-12)
-        logits = np.clip(np.log(p / (1 - p)), -_LOGIT_CLIP, _LOGIT_CLIP)
-        out.update({(case.case_id, split): float(v) for case, v in zip(part.cases, logits)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keys = list(out)
-    np.savez(path, case_ids=np.array([k[0] for k in keys]), splits=np.array([k[1] for k in keys]), logits=np.array([out[k] for k in keys]))
-    _SIGNATURES[path] = out
-    return out
+def feature_blocks(design: Design) -> list[FeatureBlock]:
+    """Every image-feature block a design reads, its fitted scores' included (one per modality)."""
+    out = {b.modality: b for b in design.features}
+    for score in design.scores:
+        out |= {b.modality: b for b in feature_blocks(score.design) if b.modality not in out}
+    return list(out.values())
 
 
 def _clinical_variable(variable: Variable) -> ClinicalVariable:
@@ -125,11 +108,13 @@ def _design_variables(design: Design) -> list[Variable]:
     return out
 
 
-def complete(cases: JobCases, variables: Sequence[Variable], signature: bool) -> np.ndarray:
-    """Which cases have every value the job reads."""
+def complete(cases: JobCases, variables: Sequence[Variable], signature: bool, modalities: Sequence[str] = ()) -> np.ndarray:
+    """Which cases have every value the job reads (the signature, every embedding of ``modalities``, when asked)."""
     keep = np.array([all(not is_missing(c.clinical.get(v.name, "")) for v in variables) for c in cases.cases], dtype=bool)
     if signature:
         keep &= np.isfinite(cases.signature)
+    for modality in modalities:
+        keep &= np.isfinite(cases.features[modality]).all(axis=1)
     return keep
 
 
@@ -140,7 +125,7 @@ def design_rows(cases: JobCases, design: Design, keep: np.ndarray) -> np.ndarray
     built = design_matrix(chosen, [_clinical_variable(v) for v in design.variables], extra)
     if len(built.left_out):
         raise SiteDataError.public_fact("a clinical value changed while the job ran")
-    columns = [built.x]
+    columns = [built.x, *(cases.features[b.modality][keep] for b in design.features)]
     for score in design.scores:
         inner = design_rows(cases, score.design, keep)
         columns.append((inner[:, list(score.columns)] @ np.array(score.beta))[:, None])
@@ -286,8 +271,9 @@ def clinical_metrics(site: LocalSite, query: ClinicalQuery, store: ModelStore) -
     design = spec.design
     variables = _design_variables(design)
     readers = list(spec.readers) if query.job == "evaluate" else []
-    cases = job_cases(site, query, store, needs_signature=design.uses_signature)
-    keep = complete(cases, variables, design.uses_signature)
+    blocks = feature_blocks(design)
+    cases = job_cases(site, query, store, needs_signature=design.uses_signature, blocks=blocks)
+    keep = complete(cases, variables, design.uses_signature, [b.modality for b in blocks])
     _check_levels(cases, variables, keep)
     check_cell(int(keep.sum()), config, f"clinical {query.job} on the {query.split} split")
     x, y = design_rows(cases, design, keep), cases.labels[keep]

@@ -176,6 +176,11 @@ def _intro(clinical: dict[str, Any]) -> list[str]:
         f"{', '.join(clinical.get('training_sites', []))} from summed per-site statistics (Newton-Raphson on summed gradients and "
         f"Hessians: equal to a pooled fit of the same rows); {clinical.get('message_rounds', 0)} message rounds. {clinical.get('signature', '')}.",
     ]
+    for modality, names in (clinical.get("image_features") or {}).items():
+        lines.append(
+            f"Image features among the candidate variables: {len(names)} {modality} features ({names[0]} ... {names[-1]}), the final image model's "
+            f"{modality} encoder's embedding of each case, computed at its site; a case without {modality} is incomplete for them."
+        )
     if table:
         lines.append(f"Table 1: {table.get('continuous', '')}; counts below {table.get('small_cell')} shown as \"<{table.get('small_cell')}\".")
     if clinical.get("stopped"):

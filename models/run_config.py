@@ -78,6 +78,7 @@ class RunConfig:
     clinical_max_vif: float = 10.0  # variables above it are dropped, highest first, before backward selection (combined)
     clinical_prune_r: float = 0.75  # |Pearson r| above which the less significant of two features is dropped (fusion)
     clinical_folds: int = 5  # site-stratified folds choosing the LASSO penalty (fusion)
+    clinical_features: str = ""  # comma list of the final image model's modalities whose embeddings are candidate variables (fusion)
     readers: str = ""  # comma list of manifest columns holding radiologists' binary calls or ordinal scores (BI-RADS)
     video_model: str = "tin"  # task = video: the clip network (models/video_nets.py)
     video_models: str = "tin,r2plus1d,resnet3d"  # pipeline = cine: the clip networks trained after the static key-frame model
@@ -146,6 +147,7 @@ class RunConfig:
             raise RunConfigError(
                 "run config 'clinical-screen-p' must lie in (0, 1], 'clinical-max-vif' be > 1, 'clinical-prune-r' lie in (0, 1] and 'clinical-folds' be >= 2"
             )
+        self._check_clinical_features()
         if not 0.0 <= self.seg_loss_weight <= 1.0:
             raise RunConfigError(f"run config 'seg-loss-weight' must lie in [0, 1], got {self.seg_loss_weight}")
         for name in (self.segmenter, *self.segmenter_list):
@@ -188,6 +190,19 @@ class RunConfig:
         if self.pathology_model == "vit" and self.pathology_size % 16:
             raise RunConfigError(f"run config 'pathology-model' = 'vit' reads 16-pixel patches: 'pathology-size' = {self.pathology_size} is not a multiple of 16")
 
+    def _check_clinical_features(self) -> None:
+        """``clinical-features``: known modalities, each once, for the fusion selection (the plan checks the final model has them)."""
+        for name in self.clinical_feature_list:
+            if name not in MODALITIES:
+                raise RunConfigError(f"run config 'clinical-features' entry '{name}': expected one of {', '.join(MODALITIES)}")
+        if len(set(self.clinical_feature_list)) != len(self.clinical_feature_list):
+            raise RunConfigError(f"run config 'clinical-features' = {self.clinical_features!r} names a modality twice")
+        if self.clinical_feature_list and self.clinical != "fusion":
+            raise RunConfigError(
+                f"run config 'clinical-features' = {self.clinical_features!r} adds image features to the clinical = 'fusion' selection: "
+                f"it needs clinical = 'fusion', not {self.clinical!r}"
+            )
+
     @property
     def modality_list(self) -> tuple[str, ...]:
         """The ``modalities`` key as names (a multimodal network's inputs, in this order)."""
@@ -212,6 +227,11 @@ class RunConfig:
     def clinical_variable_list(self) -> tuple[str, ...]:
         """The ``clinical-variables`` key as column names (empty: every column every training site types)."""
         return _names(self.clinical_variables)
+
+    @property
+    def clinical_feature_list(self) -> tuple[str, ...]:
+        """The ``clinical-features`` key as modality names (their embeddings become candidate variables, in this order)."""
+        return _names(self.clinical_features)
 
     @property
     def reader_list(self) -> tuple[str, ...]:

@@ -13,6 +13,9 @@ Jobs and their replies (metrics, summed over the site's cases of ``split``; noth
 - ``table1``: per variable and label group ``g`` (0, 1): ``<v>|<g>/counts`` (one per level) and
   ``<v>|<g>/missing``; continuous ``<v>|<g>/moments`` (n, sum, sum of squares) and, with bin edges,
   ``<v>|<g>/hist``;
+- ``moments``, ``logit``: the design may hold image features (``FeatureBlock``: a modality's
+  embedding of the image model, computed at the site, one column per name the request lists);
+  their sums, moments and statistics are the design's like any column's, so the request fixes their count;
 - ``moments``: per label group, the design's ``g<g>/n``, ``g<g>/sum`` (p) and ``g<g>/cross`` (p x p);
 - ``logit``: per requested fit ``r<i>`` (columns and coefficients): ``score`` (p), ``information``
   (p x p), ``loglik``, ``n``, ``n_positive``, ``n_extreme``, each over all the split's complete cases
@@ -31,6 +34,7 @@ from typing import Any, ClassVar
 from flwr.app import RecordDict
 
 from protocol.messages import CONFIG, METRICS, Instruction, ProtocolError, _decode
+from models.run_config import MODALITIES
 from protocol.metrics import COMPARISON_METRICS, METRIC_LENGTHS, PER_CASE
 
 CLINICAL = "query.clinical"
@@ -45,6 +49,13 @@ READER_FIELDS = (
 )  # fmt: skip
 SIGNATURE = "dl_signature"  # the design column holding the image model's score (its logit) for each case
 NAME_FORBIDDEN = ("/", "|", "~", ":")  # separators of the reply's metric names
+MAX_FEATURES = 4096  # columns of one image-feature block (an encoder's embedding)
+
+
+def _check_name(name: Any, what: str) -> None:
+    """A column name: 1 to 64 characters, none of the reply's separators; ``ProtocolError`` otherwise."""
+    if not isinstance(name, str) or not name or len(name) > 64 or any(sep in name for sep in NAME_FORBIDDEN):
+        raise ProtocolError(f"{what} name {str(name)[:40]!r}: 1 to 64 characters, none of {' '.join(NAME_FORBIDDEN)}")
 
 
 @dataclass(frozen=True)
@@ -76,9 +87,31 @@ class Variable:
         levels = raw.get("levels", [])
         if not isinstance(levels, list) or len(levels) > MAX_LEVELS or not all(isinstance(v, str) and len(v) <= 64 for v in levels):
             raise ProtocolError(f"variable {raw['name'][:40]!r}: levels must be at most {MAX_LEVELS} strings")
-        if any(sep in raw["name"] for sep in NAME_FORBIDDEN) or not raw["name"] or len(raw["name"]) > 64:
-            raise ProtocolError(f"variable name {raw['name'][:40]!r}: 1 to 64 characters, none of {' '.join(NAME_FORBIDDEN)}")
+        _check_name(raw["name"], "variable")
         return cls(raw["name"], raw["kind"], tuple(levels))
+
+
+@dataclass(frozen=True)
+class FeatureBlock:
+    """A modality's embedding by the image model's encoder as design columns: one name per embedding dimension, in order."""
+
+    modality: str
+    names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON."""
+        return {"modality": self.modality, "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> FeatureBlock:
+        """From JSON; ``ProtocolError`` for an unknown modality, too many columns or a bad name."""
+        if not isinstance(raw, dict) or raw.get("modality") not in MODALITIES or not isinstance(raw.get("names"), list):
+            raise ProtocolError(f"not an image-feature block: {str(raw)[:80]}")
+        if not 0 < len(raw["names"]) <= MAX_FEATURES:
+            raise ProtocolError(f"image-feature block {raw['modality']}: 1 to {MAX_FEATURES} columns, got {len(raw['names'])}")
+        for name in raw["names"]:
+            _check_name(name, "image feature")
+        return cls(raw["modality"], tuple(raw["names"]))
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,7 @@ class LinearScore:
 
 @dataclass(frozen=True)
 class Design:
-    """How a site builds a design matrix: intercept, clinical variables, the image model's signature, fitted scores.
+    """How a site builds a design matrix: intercept, clinical variables, the image model's signature, its features, fitted scores.
 
     ``center`` and ``scale`` (one per column, intercept included: 0 and 1) standardise the columns
     (the penalised fits); empty means as coded.
@@ -113,6 +146,7 @@ class Design:
     scores: tuple[LinearScore, ...] = ()
     center: tuple[float, ...] = ()
     scale: tuple[float, ...] = ()
+    features: tuple[FeatureBlock, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -122,6 +156,8 @@ class Design:
             names += variable.columns()
         if self.signature:
             names.append(SIGNATURE)
+        for block in self.features:
+            names += block.names
         names += [f"score:{s.name}" for s in self.scores]
         return tuple(names)
 
@@ -140,6 +176,7 @@ class Design:
         return {
             "variables": [v.to_dict() for v in self.variables], "signature": self.signature,
             "scores": [s.to_dict() for s in self.scores], "center": list(self.center), "scale": list(self.scale),
+            "features": [b.to_dict() for b in self.features],
         }  # fmt: skip
 
     @classmethod
@@ -150,9 +187,12 @@ class Design:
                 tuple(Variable.from_dict(v) for v in raw.get("variables", [])), bool(raw.get("signature", False)),
                 tuple(LinearScore.from_dict(s) for s in raw.get("scores", [])),
                 tuple(float(c) for c in raw.get("center", [])), tuple(float(s) for s in raw.get("scale", [])),
+                tuple(FeatureBlock.from_dict(b) for b in raw.get("features", [])),
             )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ProtocolError(f"malformed design: {err}") from None
+        if len(set(design.names)) != design.width:
+            raise ProtocolError("a design's column names must be distinct")
         if design.center and (len(design.center) != design.width or len(design.scale) != design.width):
             raise ProtocolError("a design's center and scale need one value per column")
         return design

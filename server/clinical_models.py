@@ -10,7 +10,7 @@ Every function takes a ``ClinicalFederation`` (or anything with its ``lockstep``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,13 +33,17 @@ class Group:
 
 
 def groups_of(design: Design) -> list[Group]:
-    """Each variable's (and the signature's) columns in ``design``, intercept excluded."""
+    """Each variable's (and the signature's, and each image feature's) columns in ``design``, intercept excluded."""
     out, at = [], 1
     for v in design.variables:
         out.append(Group(v.name, tuple(range(at, at + v.width))))
         at += v.width
     if design.signature:
         out.append(Group(SIGNATURE, (at,)))
+        at += 1
+    for block in design.features:
+        out += [Group(name, (at + i,)) for i, name in enumerate(block.names)]
+        at += len(block.names)
     return out
 
 
@@ -141,7 +145,7 @@ def standardised(design: Design, moments: dict[int, CrossMoments]) -> Design:
     both = moments[0] + moments[1]
     mean, sd = both.mean, np.maximum(both.sd, 1e-6)  # a constant column is left unscaled
     mean[0], sd[0] = 0.0, 1.0
-    return Design(design.variables, design.signature, design.scores, tuple(float(m) for m in mean), tuple(float(s) for s in sd))
+    return replace(design, center=tuple(float(m) for m in mean), scale=tuple(float(s) for s in sd))
 
 
 def raw_coefficients(std: Design, columns: Sequence[int], coef: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@
 image model's signature; the combined model (signature + clinical factors) and the clinical-only
 model, each by univariable screening, a VIF check and backward AIC; the nomogram of the combined
 model. ``clinical = fusion`` (seed 004): Table 1; univariate t-tests, correlation pruning and the
-site-stratified cross-validated LASSO over every clinical column and the signature; the single
-models (clinical columns, the deep signature), pre-fusion (every selected feature) and post-fusion
+site-stratified cross-validated LASSO over every clinical column, the signature and (``clinical-features``)
+the final image model's per-modality embeddings; the single models (clinical columns, the deep
+signature, each modality's selected features), pre-fusion (every selected feature) and post-fusion
 (a logistic regression over the single models' linear predictors). Every model is then evaluated
 at every site (operating point from the pooled validation histograms, as the image model's), with
 DeLong, NRI and IDI against the image model computed at the site, and the readers compared.
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,9 @@ from evaluation.pooling import at_threshold
 from evaluation.table1 import ContinuousCell, categorical_rows, continuous_rows
 from models.federated_logit import INTERCEPT, LogitFit, SeparationError
 from models.run_config import RunConfig
-from models.stages import Plan
-from protocol.clinical import SIGNATURE, Design, Fit, LinearScore, Spec, Variable
+from models.stages import Plan, plan_for
+from protocol.clinical import SIGNATURE, Design, FeatureBlock, Fit, LinearScore, Spec, Variable
+from server.clinical_features import feature_blocks
 from server.clinical_federation import SIGNATURE_MODEL, ClinicalFederation, SiteFailure
 from server.clinical_models import (
     cv_folds, design_moments, fit_rows, lasso_selection, multivariable, refit, univariable, univariate_tests,
@@ -54,13 +57,14 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
     cfg, last = plan.cfg, plan.last
     if cfg.clinical == "off":
         return
+    started = time.perf_counter()
     fed = ClinicalFederation(grid, sites, last.cfg, courier, {**models, SIGNATURE_MODEL: models[last.name]}, last.crop_with)
     excluded: dict[str, str] = {}
     result: dict[str, Any] = {}
     while True:
         result.clear()
         try:
-            _evaluate(fed, cfg, run_dir, _fit(fed, cfg, excluded, result), result)
+            _evaluate(fed, cfg, run_dir, _fit(fed, cfg, feature_blocks(last.cfg), excluded, result), result)
             break
         except SiteFailure as err:
             logger.error("clinical models: %s; fitting again without it", err)
@@ -73,7 +77,7 @@ def clinical_stage(grid: Grid, plan: Plan, sites: Mapping[int, NodeSite], run_di
             logger.error("clinical models stopped: %s", err)
             result["stopped"] = str(err)  # what was fitted before stays in the record
             break
-    result |= {"mode": cfg.clinical, "excluded": excluded, "message_rounds": fed.rounds, "signature": SIGNATURE_TEXT}
+    result |= {"mode": cfg.clinical, "excluded": excluded, "message_rounds": fed.rounds, "seconds": round(time.perf_counter() - started, 1), "signature": SIGNATURE_TEXT}
     (run_dir.path / "clinical.json").write_text(json.dumps(result, indent=1, default=_plain) + "\n", encoding="utf-8")
     logger.info("clinical models (%s): %d message rounds; %s", cfg.clinical, fed.rounds, result.get("stopped", "done"))
 
@@ -106,6 +110,7 @@ def clinical_preflight(grid: Grid, sites: Mapping[int, NodeSite], cfg: RunConfig
     """
     if cfg.clinical == "off":
         return
+    blocks = feature_blocks(plan_for(cfg).last.cfg)  # a modality the final image model lacks stops the run here
     fed = ClinicalFederation(grid, sites, cfg, Courier(), {})
     schemas, failed = fed.schemas()
     for site, why in failed.items():
@@ -121,6 +126,8 @@ def clinical_preflight(grid: Grid, sites: Mapping[int, NodeSite], cfg: RunConfig
         "clinical models (%s) will use %s%s", cfg.clinical, ", ".join(f"{v.name} ({v.kind})" for v in harmonised.variables),
         f"; readers {', '.join(r.name for r in readers)}" if readers else "",
     )  # fmt: skip
+    for block in blocks:
+        logger.info("clinical models: %d %s features of the final image model are candidate variables", len(block.names), block.modality)
     for note in notes:
         logger.warning("clinical models: %s", note)
 
@@ -134,8 +141,8 @@ class Fitted:
     readers: tuple[Variable, ...]
 
 
-def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out: dict[str, Any]) -> Fitted:
-    """Schema, harmonisation, Table 1 and the mode's models; what the report shows goes to ``out``."""
+def _fit(fed: ClinicalFederation, cfg: RunConfig, blocks: tuple[FeatureBlock, ...], excluded: dict[str, str], out: dict[str, Any]) -> Fitted:
+    """Schema, harmonisation, Table 1 and the mode's models (``blocks``: the image features among the candidates); what the report shows goes to ``out``."""
     schemas, failed = fed.schemas()
     for site, why in failed.items():
         if any(s.name == site and s.trains for s in fed.sites.values()):
@@ -150,7 +157,9 @@ def _fit(fed: ClinicalFederation, cfg: RunConfig, excluded: dict[str, str], out:
         "fit_split": "train", "training_sites": trainers,
     }  # fmt: skip
     out["table1"] = table1(fed, variables)
-    design = Design(variables, signature=True)
+    if blocks:
+        out["image_features"] = {b.modality: list(b.names) for b in blocks}
+    design = Design(variables, signature=True, features=blocks)
     moments, counts = design_moments(fed, design)
     out["univariable"] = univariable(fed, design)
     if cfg.clinical == "combined":
@@ -200,7 +209,9 @@ def _fusion(
         "counts": {"start": len(names) - 1, "univariate": len(screened), "correlation": len(kept), "lasso": len(lasso["selected"])},
     }  # fmt: skip
     fits: dict[str, LogitFit] = {}
-    clinical_columns = [n for n in selected if n != SIGNATURE]
+    by_modality = {f"{b.modality}-features": [n for n in selected if n in set(b.names)] for b in design.features}
+    image = {n for columns in by_modality.values() for n in columns}
+    clinical_columns = [n for n in selected if n != SIGNATURE and n not in image]
     notes = out["notes"]
 
     def fit(name: str, on: Design, columns: list[str]) -> None:
@@ -215,13 +226,19 @@ def _fusion(
     else:
         notes.append("the LASSO kept no clinical column: no clinical single model")
     fit("deep", design, [SIGNATURE])
+    for name, columns in by_modality.items():  # the image features' own single model (seed 004's radiomics model)
+        if columns:
+            fit(name, design, columns)
+        else:
+            notes.append(f"the LASSO kept no {name.removesuffix('-features')} feature: no {name} single model")
     fit("pre-fusion", design, selected)
-    scores = tuple(LinearScore(name, design, *_model(design, fits[name])) for name in ("clinical", "deep") if name in fits)
-    eval_design = Design(design.variables, True, scores)
-    if len(scores) == 2:
+    singles = ("clinical", "deep", *by_modality)
+    scores = tuple(LinearScore(name, design, *_model(design, fits[name])) for name in singles if name in fits)
+    eval_design = replace(design, scores=scores)
+    if len(scores) >= 2:
         fit("post-fusion", eval_design, [f"score:{s.name}" for s in scores])
     else:
-        notes.append("post-fusion needs both single models (clinical and deep): not fitted")
+        notes.append(f"post-fusion needs at least two single models ({', '.join(singles)}): not fitted")
     if not fits:
         raise ClinicalError("no fusion-stage model could be fitted (see the notes)")
     out["models"] = {name: fit_rows(fit) for name, fit in fits.items()}
@@ -311,9 +328,10 @@ def _evaluate(fed: ClinicalFederation, cfg: RunConfig, run_dir: RunDirectory, fi
     compare = [(name, reference) for name in models if name != "deep"]  # deep: the image model's score recalibrated, the same AUC
     if "combined" in models and "clinical" in models:
         compare.append(("combined", "clinical"))
+    singles = [n for n in models if n not in ("pre-fusion", "post-fusion", "combined")]
     for name in ("pre-fusion", "post-fusion"):
         if name in models:
-            compare += [(name, other) for other in ("clinical", "deep") if other in models]
+            compare += [(name, other) for other in singles]
     reader_model = "combined" if "combined" in models else next(iter(models))
     spec = Spec(design=design, fits=fits, thresholds=thresholds, compare=tuple(compare), readers=readers, reader_model=reader_model)
     test, test_failed = fed.ask("evaluate", "test", spec, testers, strict=False)

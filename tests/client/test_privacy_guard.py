@@ -192,3 +192,22 @@ def test_a_clinical_reply_may_hold_only_the_aggregates_its_request_fixes() -> No
     assert policy_violations(incoming, longer) == ["clinical metric 'g1/sum' must be a list of 3 numbers"]
     schema = Message(RecordDict({"metrics": MetricRecord(sums), "schema": ConfigRecord({"variables": "[]", "rows": "1,2"})}), reply_to=incoming)
     assert policy_violations(incoming, schema) == ["schema keys ['rows', 'variables'] are not part of the protocol"]
+
+
+def test_a_clinical_reply_with_image_feature_sums_of_another_width_than_the_request_names_is_withheld() -> None:
+    from client.privacy_guard import policy_violations
+    from protocol.clinical import CLINICAL, ClinicalQuery, Design, FeatureBlock, Spec, Variable
+
+    block = FeatureBlock("radiomics", ("radiomics_cc_firstorder_mean", "radiomics_mlo_firstorder_mean"))
+    design = Design((Variable("age", "continuous", ()),), signature=True, features=(block,))  # intercept, age, dl_signature, 2 features
+    query = ClinicalQuery(job="moments", split="train", spec=Spec(design=design).to_json())
+    incoming = _incoming(CLINICAL, RecordDict(query.records()))
+    sums = {f"g{g}/{k}": v for g in (0, 1) for k, v in (("n", 12), ("sum", [12.0] * 5), ("cross", [1.0] * 25))}
+    assert policy_violations(incoming, Message(RecordDict({"metrics": MetricRecord(sums)}), reply_to=incoming)) == []
+    wider = sums | {"g0/sum": [12.0] * 6, "g0/cross": [1.0] * 36}  # a third feature the request did not name
+    violations = policy_violations(incoming, Message(RecordDict({"metrics": MetricRecord(wider)}), reply_to=incoming))
+    assert violations == ["clinical metric 'g0/sum' must be a list of 5 numbers", "clinical metric 'g0/cross' must be a list of 25 numbers"]
+    per_case = sums | {"g1/radiomics_cc_firstorder_mean": [0.1] * 12}  # one value per case: never part of a reply
+    assert policy_violations(incoming, Message(RecordDict({"metrics": MetricRecord(per_case)}), reply_to=incoming)) == [
+        "clinical metric 'g1/radiomics_cc_firstorder_mean' is not part of the moments job's reply"
+    ]

@@ -49,3 +49,14 @@ def test_cosine_round_learning_rate() -> None:
     assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.0005)
     assert all(a > b for a, b in zip(rates, rates[1:]))
     assert RunConfig(lr=0.01, lr_schedule="constant").round_lr(3) == 0.01
+
+
+def test_clinical_features_name_known_modalities_once_for_the_fusion_selection() -> None:
+    cfg = RunConfig.from_mapping({"clinical": "fusion", "clinical-features": "mammography, radiomics"})
+    assert cfg.clinical_feature_list == ("mammography", "radiomics")
+    with pytest.raises(RunConfigError, match="'clinical-features' entry 'genomics'"):
+        RunConfig(clinical="fusion", clinical_features="radiomics,genomics")
+    with pytest.raises(RunConfigError, match="'clinical-features'.*twice"):
+        RunConfig(clinical="fusion", clinical_features="radiomics,radiomics")
+    with pytest.raises(RunConfigError, match="'clinical-features'.*needs clinical = 'fusion', not 'combined'"):
+        RunConfig(clinical="combined", clinical_features="radiomics")
