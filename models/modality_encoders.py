@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from models.classifiers import build_classifier
+from models.radiomics_names import FEATURE_NAMES
 from models.pathology_nets import AttentionMIL, MeanPooling, build_pathology_network, pad_patches
 from models.run_config import RunConfig
 
 Batch = Mapping[str, torch.Tensor]
-RADIOMICS_PER_VIEW = 46  # client/radiomics.py's FEATURE_NAMES (a test keeps the two equal; models import no client code)
-RADIOMICS_DIM = 2 * RADIOMICS_PER_VIEW  # both views' features, CC first
+RADIOMICS_DIM = 2 * len(FEATURE_NAMES)  # both views' features, CC first
 
 
 class ModalityEncoder(nn.Module):

@@ -4,11 +4,12 @@ The server decides the columns from the final image model's network (its ``encod
 sends their names in every request, so each site's reply is fixed in length before it is computed.
 Names: ``mammography_cc_<i>`` then ``mammography_mlo_<i>`` (the two-view ResNet-18's per-view
 features), ``radiomics_cc_<feature>`` then ``radiomics_mlo_<feature>`` (``client/radiomics.py``'s
-FEATURE_NAMES; a table of names, imported here and nowhere else on the server), ``<modality>_<i>`` otherwise.
+FEATURE_NAMES, ``models/radiomics_names.py``), ``<modality>_<i>`` otherwise.
 """
 
 from __future__ import annotations
 
+from models.radiomics_names import FEATURE_NAMES
 from models.run_config import RunConfig
 from protocol.clinical import FeatureBlock
 from server.clinical_schema import ClinicalError
@@ -19,8 +20,6 @@ VIEWS = ("cc", "mlo")  # the mammography encoders' order of the views
 def feature_names(modality: str, dim: int) -> tuple[str, ...]:
     """The design column names of a ``dim``-wide embedding of ``modality``."""
     if modality == "radiomics":
-        from client.radiomics import FEATURE_NAMES
-
         if dim != len(VIEWS) * len(FEATURE_NAMES):
             raise ClinicalError(f"the radiomics encoder gives {dim} features, not {len(VIEWS)} x {len(FEATURE_NAMES)}")
         return tuple(f"radiomics_{view}_{name}" for view in VIEWS for name in FEATURE_NAMES)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from client.radiomics import FEATURE_NAMES
-from models.modality_encoders import RADIOMICS_PER_VIEW
+from models.modality_encoders import RADIOMICS_DIM
 from models.multimodal_task import MultimodalNet
 from models.run_config import FUSION_BLOCKS, RunConfig, RunConfigError
 from models.stages import modality_config, plan_for, stage_config
@@ -23,7 +23,7 @@ def _batch(n: int = 4, seed: int = 0, modalities: tuple[str, ...] = MODALITIES) 
     batch = {
         "image": torch.rand(n, 1, 32, 32, generator=g), "label": torch.arange(n) % 2,
         "pathology": torch.randint(0, 256, (n, 3, 3, 32, 32), generator=g, dtype=torch.uint8), "pathology_count": torch.tensor([3, 1, 2, 3][:n]),
-        "mammo": torch.rand(n, 2, 1, 32, 32, generator=g), "radiomics": torch.randn(n, 2 * RADIOMICS_PER_VIEW, generator=g),
+        "mammo": torch.rand(n, 2, 1, 32, 32, generator=g), "radiomics": torch.randn(n, RADIOMICS_DIM, generator=g),
     }  # fmt: skip
     batch["present"] = torch.ones(n, len(modalities), dtype=torch.bool)
     return batch
@@ -39,7 +39,13 @@ def test_the_clinical_modality_reads_the_named_variables_z_scored() -> None:
 
 
 def test_the_radiomics_width_is_the_feature_count_of_both_views() -> None:
-    assert RADIOMICS_PER_VIEW == len(FEATURE_NAMES)
+    import numpy as np
+
+    from client.radiomics import radiomics_vector
+
+    image, mask = np.random.default_rng(0).random((24, 24)), np.zeros((24, 24), bool)
+    mask[6:16, 5:18] = True
+    assert RADIOMICS_DIM == 2 * len(radiomics_vector(image, mask)) == 2 * len(FEATURE_NAMES)
 
 
 @pytest.mark.parametrize("task", ["pathology", "mammography"])
