@@ -12,7 +12,7 @@ from torch import nn
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import plan_for
-from models.task import Batch, InputSpec
+from models.task import Batch, ImageInput, InputSpec
 from models.task_registry import register_task
 from server.federation import run_federation
 from server.run_dir import RunDirectory
@@ -34,8 +34,8 @@ class MeanIntensity(nn.Module):
 
 
 @dataclass(frozen=True)
-class ToyTask:
-    """Classification by ``MeanIntensity`` on 16 px images."""
+class ToyTask(ImageInput):
+    """Classification by ``MeanIntensity`` on 16 px images (``ImageInput``: the network reads the batch's images)."""
 
     name: str = "toy-intensity"
     needs_masks: bool = False
