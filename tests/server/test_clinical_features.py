@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flwr.app import Message
 
 from client.privacy_guard import policy_violations
 from client.radiomics import FEATURE_NAMES
@@ -19,7 +17,7 @@ from server.clinical_features import feature_blocks, feature_names
 from server.clinical_schema import ClinicalError
 from server.federation import run_federation
 from tests.multimodal_sites import tiny_multimodal
-from tests.server.test_federation import LoopbackGrid
+from tests.server.test_fusion_pipeline import RecordingGrid
 
 FUSION = RunConfig(
     task="fusion", pipeline="fusion", modalities="mammography,radiomics", fusion_strategies="multilayer", mammo_size=32, mammo_width=4,
@@ -41,23 +39,8 @@ def test_a_model_without_encoders_or_without_the_modality_is_refused_naming_the_
         feature_blocks(plan_for(FUSION.replace(clinical_features="radiomics,pathology")).last.cfg)
 
 
-class ClinicalRecordingGrid(LoopbackGrid):
-    """The loopback grid, keeping every clinical (message, reply) pair."""
-
-    def __init__(self, site_yamls: list[Path]) -> None:
-        super().__init__(site_yamls)
-        self.pairs: list[tuple[Message, Message]] = []
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        messages = list(messages)
-        replies = super().send_and_receive(messages, timeout=timeout)
-        by_node = {m.metadata.dst_node_id: m for m in messages}
-        self.pairs += [(by_node[r.metadata.src_node_id], r) for r in replies if by_node[r.metadata.src_node_id].metadata.message_type == CLINICAL]
-        return replies
-
-
 @pytest.fixture(scope="module")
-def radiomics_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], ClinicalRecordingGrid]:
+def radiomics_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], RecordingGrid]:
     """The fusion network over mammography and radiomics (1 round), then the clinical fusion with its radiomics embeddings as candidates."""
     root = tmp_path_factory.mktemp("clinical-features")
     cfg = RunConfig(
@@ -65,12 +48,12 @@ def radiomics_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
         local_epochs=1, min_train_sites=1, clinical="fusion", clinical_folds=2, clinical_features="radiomics", baselines=False,
         runs_dir=str(root / "runs"), run_id="features",
     )  # fmt: skip
-    grid = ClinicalRecordingGrid(tiny_multimodal(root / "sites"))
+    grid = RecordingGrid(tiny_multimodal(root / "sites"))
     run_dir = run_federation(grid, cfg)  # type: ignore[arg-type]
     return run_dir, json.loads((run_dir / "clinical.json").read_text()), grid
 
 
-def test_the_radiomics_embeddings_are_candidates_of_the_selection_and_the_models_are_evaluated(radiomics_run: tuple[Path, dict[str, Any], ClinicalRecordingGrid]) -> None:
+def test_the_radiomics_embeddings_are_candidates_of_the_selection_and_the_models_are_evaluated(radiomics_run: tuple[Path, dict[str, Any], RecordingGrid]) -> None:
     run_dir, clinical, _ = radiomics_run
     assert "stopped" not in clinical, clinical.get("stopped")
     names = [f"radiomics_{v}_{f}" for v in ("cc", "mlo") for f in FEATURE_NAMES]
@@ -88,10 +71,12 @@ def test_the_radiomics_embeddings_are_candidates_of_the_selection_and_the_models
     assert "### Feature selection (as seed 004)" in md and "radiomics_cc_firstorder_mean" in md and "92 radiomics features" in md
 
 
-def test_every_clinical_reply_holds_only_aggregates_of_the_named_width(radiomics_run: tuple[Path, dict[str, Any], ClinicalRecordingGrid]) -> None:
+def test_every_clinical_reply_holds_only_aggregates_of_the_named_width(radiomics_run: tuple[Path, dict[str, Any], RecordingGrid]) -> None:
     _, _, grid = radiomics_run
     widths = set()
-    for message, reply in grid.pairs:
+    clinical = [(m, r) for m, r in grid.pairs if m.metadata.message_type == CLINICAL]
+    assert clinical
+    for message, reply in clinical:
         assert policy_violations(message, reply) == []
         query = ClinicalQuery.of(message.content)
         if query.job == "moments" and not reply.has_error():
