@@ -195,6 +195,7 @@ def glrlm_matrix(grid: np.ndarray, n_levels: int, step: tuple[int, int]) -> np.n
 
 def size_matrix_features(counts: np.ndarray, n_pixels: int) -> dict[str, float]:
     """Emphases, non-uniformities and percentage of a run-length or size-zone count matrix (levels x sizes)."""
+    # the order is the GLRLM and GLSZM names' order (``_family``)
     i = np.arange(1, counts.shape[0] + 1, dtype=np.float64)[:, None]
     j = np.arange(1, counts.shape[1] + 1, dtype=np.float64)[None, :]
     total = counts.sum()
@@ -211,16 +212,12 @@ def size_matrix_features(counts: np.ndarray, n_pixels: int) -> dict[str, float]:
 
 def glrlm_features(counts: np.ndarray, n_pixels: int) -> dict[str, float]:
     """GLRLM features of one direction's run-length counts."""
-    f = size_matrix_features(counts, n_pixels)
-    return {
-        "short_run_emphasis": f["small"],
-        "long_run_emphasis": f["large"],
-        "gray_level_non_uniformity": f["gray_level_non_uniformity"],
-        "run_length_non_uniformity": f["size_non_uniformity"],
-        "run_percentage": f["percentage"],
-        "low_gray_level_run_emphasis": f["low_gray_level_emphasis"],
-        "high_gray_level_run_emphasis": f["high_gray_level_emphasis"],
-    }
+    return _family(size_matrix_features(counts, n_pixels), GLRLM)
+
+
+def _family(generic: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """A size matrix's features under one family's names: GLRLM's seven and GLSZM's five name the first of them, in ``size_matrix_features``' order."""
+    return dict(zip(names, generic.values()))
 
 
 def glszm_matrix(grid: np.ndarray, n_levels: int) -> np.ndarray:
@@ -235,14 +232,7 @@ def glszm_matrix(grid: np.ndarray, n_levels: int) -> np.ndarray:
 
 def glszm_features(counts: np.ndarray, n_pixels: int) -> dict[str, float]:
     """GLSZM features of the size-zone counts."""
-    f = size_matrix_features(counts, n_pixels)
-    return {
-        "small_area_emphasis": f["small"],
-        "large_area_emphasis": f["large"],
-        "gray_level_non_uniformity": f["gray_level_non_uniformity"],
-        "size_zone_non_uniformity": f["size_non_uniformity"],
-        "zone_percentage": f["percentage"],
-    }
+    return _family(size_matrix_features(counts, n_pixels), GLSZM)
 
 
 def averaged(per_direction: list[dict[str, float]], names: tuple[str, ...]) -> dict[str, float]:

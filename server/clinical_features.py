@@ -34,9 +34,12 @@ def feature_blocks(cfg: RunConfig) -> tuple[FeatureBlock, ...]:
     wanted = cfg.clinical_feature_list
     if not wanted:
         return ()
+    import torch
+
     from models.task import build_network
 
-    encoders = getattr(build_network(cfg), "encoders", None)
+    with torch.device("meta"):  # the encoders' widths only: no weights are allocated
+        encoders = getattr(build_network(cfg), "encoders", None)
     if encoders is None:
         raise ClinicalError(
             f"run config 'clinical-features' = {cfg.clinical_features!r} takes the final image model's modality embeddings, "

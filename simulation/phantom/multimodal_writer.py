@@ -133,17 +133,7 @@ def _multimodal_facts(preset: Preset, seed: int) -> dict[str, object]:
 
 
 def build_multimodal_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool = False) -> PhantomSummary:
-    """Write a multimodal phantom of an explicit ``Preset`` (one of ``MULTIMODAL_SITES``' presets).
-
-    Args:
-        out: the folder to write into (created if needed).
-        preset: the federation to draw.
-        seed: the cohort seed.
-        flip_labels: give every case the opposite label; pixels stay byte-identical.
-
-    Returns:
-        The summary of what was written.
-    """
+    """``build_phantom`` for the multimodal phantom: the image phantom's cases of ``preset`` with their micrographs and mammograms."""
     out = Path(out)
     cohorts = draw_multimodal_cohort(preset, seed, flip_labels=flip_labels)
     write_sites(out, cohorts, "multimodal phantom", preset.name, lambda cohort, folder: _write_multimodal_site(cohort, folder, preset, seed))
@@ -155,16 +145,6 @@ def build_multimodal_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_l
 
 
 def make_multimodal_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels: bool = False) -> PhantomSummary:
-    """Write the multimodal phantom ``preset`` (``"demo"`` or ``"tiny"``) drawn with ``seed`` into ``out``.
-
-    Args:
-        out: the folder that receives one folder per site and the ``_truth`` folder.
-        preset: a name in ``MULTIMODAL_SITES``.
-        seed: the cohort seed; the same (preset, seed) gives the same bytes.
-        flip_labels: give every case the opposite label (pixels never depend on labels).
-
-    Returns:
-        The summary of what was written.
-    """
+    """``make_phantom`` for the multimodal phantom (``"demo"`` or ``"tiny"``); the same (preset, seed) gives the same bytes."""
     named_preset(MULTIMODAL_SITES, preset, "multimodal phantom")
     return build_multimodal_phantom(Path(out), PRESETS[preset], seed, flip_labels=flip_labels)
