@@ -17,6 +17,7 @@ FUSION_RULES = ("mean", "union")
 VIDEO_NETWORK_NAMES = ("resnet3d", "r2plus1d", "tsm", "tin")  # models/video_nets.py (kept torch-free here)
 MODALITIES = ("ultrasound", "pathology", "mammography", "radiomics", "clinical")  # models/modality_encoders.py: what a multimodal network reads
 FUSION_BLOCKS = ("concat", "weighted", "attention", "voting", "multilayer")  # models/fusion_blocks.py (kept torch-free here)
+STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum", "multikrum")  # strategies/site_aware.py, strategies/named.py
 
 
 class RunConfigError(ValueError):
@@ -52,6 +53,14 @@ class RunConfig:
     central_dp_delta: float = 1e-5
     central_dp_max_epsilon: float = 0.0  # 0: no cap; else a schedule that would pass it is refused before training
     proximal_mu: float = 0.01
+    server_lr: float = 0.0  # fedavgm, fedadam, fedyogi, fedadagrad: the server's step size (0: Flower's default for the strategy)
+    server_momentum: float = 0.0  # fedavgm
+    server_beta1: float = 0.9  # fedadam, fedyogi
+    server_beta2: float = 0.99  # fedadam, fedyogi
+    server_tau: float = 0.001  # fedadam, fedyogi, fedadagrad: the adaptivity floor
+    trim_beta: float = 0.2  # fedtrimmedavg: the fraction cut from each end
+    num_malicious_sites: int = 0  # krum, multikrum: f
+    multikrum_keep: int = 0  # multikrum: updates averaged (0: all but num-malicious-sites)
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
@@ -105,7 +114,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
         choices = {
-            "strategy": ("fedavg", "fedprox"),
+            "strategy": STRATEGIES,
             "optimizer": ("adam", "sgd"),
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
@@ -148,6 +157,7 @@ class RunConfig:
                 "run config 'clinical-screen-p' must lie in (0, 1], 'clinical-max-vif' be > 1, 'clinical-prune-r' lie in (0, 1] and 'clinical-folds' be >= 2"
             )
         self._check_clinical_features()
+        self._check_strategy()
         if not 0.0 <= self.seg_loss_weight <= 1.0:
             raise RunConfigError(f"run config 'seg-loss-weight' must lie in [0, 1], got {self.seg_loss_weight}")
         for name in (self.segmenter, *self.segmenter_list):
@@ -165,6 +175,25 @@ class RunConfig:
         self._check_multimodal()
         if self.lesion_crop == "predicted" and not self.segmenter_list:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
+
+    def _check_strategy(self) -> None:
+        """The named strategies' hyper-parameters, and central DP only with a mean aggregator."""
+        if self.server_lr < 0 or self.server_tau <= 0:
+            raise RunConfigError(f"run config 'server-lr' must be >= 0 (0: the strategy's default) and 'server-tau' > 0, got {self.server_lr} and {self.server_tau}")
+        for key in ("server_momentum", "server_beta1", "server_beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise RunConfigError(f"run config '{_kebab(key)}' must lie in [0, 1), got {getattr(self, key)}")
+        if not 0 <= self.trim_beta < 0.5:
+            raise RunConfigError(f"run config 'trim-beta' must lie in [0, 0.5) (the fraction cut from each end), got {self.trim_beta}")
+        if self.num_malicious_sites < 0 or self.multikrum_keep < 0:
+            raise RunConfigError(
+                f"run config 'num-malicious-sites' and 'multikrum-keep' must be >= 0, got {self.num_malicious_sites} and {self.multikrum_keep}"
+            )
+        if self.central_dp != "off" and self.strategy not in ("fedavg", "fedprox"):
+            raise RunConfigError(
+                f"run config 'central-dp' = {self.central_dp!r} needs strategy = fedavg or fedprox: DP-FedAvg's noise and epsilon are calibrated "
+                f"to a plain mean of clipped updates, which strategy = {self.strategy!r} does not take"
+            )
 
     def _check_multimodal(self) -> None:
         """The modalities, fusion blocks and input sizes of the multimodal tasks (models/multimodal_task.py)."""

@@ -28,6 +28,7 @@ from server.operating_point import threshold_from_site_metrics
 from server.resume import ResumeError, ResumePoint, resume_point
 from server.run_dir import RunDirectory, new_run_id
 from strategies.central_dp import CentralDP, CentralDPError
+from strategies.named import ServerStateError, StrategySettings, restore_server_state
 from strategies.site_aware import build_strategy
 from strategies.sites import NodeSite, TooFewSitesError, wait_for_nodes
 
@@ -78,7 +79,7 @@ def run_federation(grid: Grid, cfg: RunConfig) -> Path:
         run_dir.note_resume(start.completed_rounds, list(sites.values()), excluded)
     try:
         run_plan(grid, plan, sites, run_dir, excluded, start, explain=True, clinical=True)
-    except CentralDPError as err:
+    except (CentralDPError, ServerStateError) as err:
         raise FederationError(str(err)) from err
     except TooFewSitesError as err:
         last = run_dir.write_stopped(str(err))
@@ -300,8 +301,10 @@ def _train(
     delivery = courier.delivery(cfg, {name: models[name] for name in stage.crop_with})
     strategy = build_strategy(
         cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu, cfg.max_update_norm_ratio, cfg.round_timeout,
-        stage.offset + done, cfg.validate_every, delivery, central,
+        stage.offset + done, cfg.validate_every, delivery, central, StrategySettings.of(cfg),
     )  # fmt: skip
+    if resumed is not None:
+        restore_server_state(strategy, run_dir, stage.offset + done)
     result = strategy.start(
         grid=grid,
         initial_arrays=initial,

@@ -111,6 +111,16 @@ class RunDirectory:
         os.replace(partial, target)  # a checkpoint on disk is always complete, even if the server is killed
         return target
 
+    def save_server_state(self, server_round: int, state: ArrayRecord) -> None:
+        """Keep a server optimiser's state after a round (the federated model only; saved before the round's checkpoint, so every checkpoint has it)."""
+        if self.model == FEDERATED:
+            self.save_checkpoint(f"round-{server_round:03d}-server", state)
+
+    def load_server_state(self, server_round: int) -> ArrayRecord | None:
+        """The server optimiser's state saved after ``server_round`` (None if none was)."""
+        name = f"round-{server_round:03d}-server"
+        return self.load_checkpoint(name) if (self.path / "checkpoints" / f"{name}.pt").is_file() else None
+
     def last_round(self) -> int:
         """The highest round with a checkpoint (0: only the initial model; -1: none)."""
         rounds = [int(m.group(1)) for p in (self.path / "checkpoints").glob("round-*.pt") if (m := CHECKPOINT.match(p.name))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -18,6 +18,9 @@ from server.flower_compat import aggregate_metric_records
 from strategies.central_dp import CentralDP
 from strategies.sites import NodeSite, NodeSubset, TooFewSitesError, wait_for_nodes
 from strategies.update_checks import check_arrays, norm_outliers, numpy_arrays, update_norm
+
+if TYPE_CHECKING:
+    from strategies.named import StrategySettings
 
 logger = logging.getLogger("axilla.server")
 
@@ -177,15 +180,32 @@ class SiteAwareMixin:
             raise TooFewSitesError(
                 f"round {server_round}: {len(per_site)} usable update(s), fewer than min-train-sites={self.min_train_sites} ({absent})"
             )
-        arrays, metrics = super().aggregate_train(server_round, _shared_metrics_only(accepted))  # type: ignore[misc]
+        arrays, metrics = self._aggregate(server_round, _shared_metrics_only(accepted), updates)
         if arrays is not None and self._template is not None:
-            arrays = restore_dtypes(unpack(arrays, self._layout), self._template)
+            arrays = restore_dtypes(arrays, self._template)
             if self.central is not None:
                 noisy = self.central.aggregate([numpy_arrays(updates[r.metadata.src_node_id]) for r in accepted], numpy_arrays(self._template))
                 arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
+
+    def _aggregate(
+        self, server_round: int, replies: list[Message], updates: dict[int, ArrayRecord]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The strategy's own aggregation of the accepted replies, in the model's keys (``updates``: each one unpacked).
+
+        FedAvg's weighted mean is element-wise, so it runs on the packed arrays; the named strategies
+        (``strategies/named.py``) aggregate the unpacked tensors instead.
+        """
+        arrays, metrics = self._flower_aggregate(server_round, replies)
+        if arrays is not None and self._template is not None:
+            arrays = unpack(arrays, self._layout)
+        return arrays, metrics
+
+    def _flower_aggregate(self, server_round: int, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The Flower strategy's own ``aggregate_train``."""
+        return super().aggregate_train(server_round, replies)  # type: ignore[misc,no-any-return]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Record each site's validation metrics; return the case-weighted mean of the rates (for the log)."""
@@ -325,9 +345,10 @@ def build_strategy(
     validate_every: int = 1,
     extras: Extras | None = None,
     central: CentralDP | None = None,
-) -> SiteFedAvg:
-    """The run config's strategy by name, with central DP when ``central`` is given."""
-    strategy: SiteFedAvg
+    settings: StrategySettings | None = None,
+) -> Any:
+    """The run config's strategy by name (``settings``: the named strategies' hyper-parameters), with central DP when ``central`` is given."""
+    strategy: SiteFedAvg | SiteFedProx
     if name == "fedprox":
         strategy = SiteFedProx(
             sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
@@ -335,7 +356,11 @@ def build_strategy(
     elif name == "fedavg":
         strategy = SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
     else:
-        raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
+        from strategies.named import build_named  # it imports this module
+
+        if central is not None:
+            raise ValueError(f"central DP adds noise to a mean of clipped updates: strategy '{name}' does not take that mean (use fedavg or fedprox)")
+        return build_named(name, sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras, settings)
     strategy.central = central
     return strategy
 
