@@ -142,14 +142,16 @@ def test_too_few_connected_sites_stop_the_run_keeping_checkpoints(tmp_path: Path
     assert (run_dir / "checkpoints" / "round-001.pt").exists() and not (run_dir / "checkpoints" / "final.pt").exists()
 
 
-def test_a_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])  # FedAdam: its server state (m, v) is saved with each checkpoint and restored
+def test_a_resumed_run_ends_with_the_uninterrupted_runs_model(tmp_path: Path, strategy: str) -> None:
     sites = _three_sites(tmp_path)
-    reference = run_federation(LoopbackGrid(sites), _cfg(tmp_path, num_rounds=3))  # type: ignore[arg-type]
+    reference = run_federation(LoopbackGrid(sites), _cfg(tmp_path, num_rounds=3, strategy=strategy))  # type: ignore[arg-type]
     with pytest.raises(KilledServer):
-        run_federation(DyingGrid(sites, die_at_round=3), _cfg(tmp_path, num_rounds=3, run_id="r2"))  # type: ignore[arg-type]
+        run_federation(DyingGrid(sites, die_at_round=3), _cfg(tmp_path, num_rounds=3, run_id="r2", strategy=strategy))  # type: ignore[arg-type]
     interrupted = tmp_path / "runs" / "r2"
     assert not (interrupted / "checkpoints" / "round-003.pt").exists()
-    resumed = run_federation(LoopbackGrid(sites), _cfg(tmp_path, num_rounds=3, run_id="ignored", resume_from=str(interrupted)))  # type: ignore[arg-type]
+    assert (interrupted / "checkpoints" / "round-002-server.pt").exists() == (strategy == "fedadam")
+    resumed = run_federation(LoopbackGrid(sites), _cfg(tmp_path, num_rounds=3, run_id="ignored", resume_from=str(interrupted), strategy=strategy))  # type: ignore[arg-type]
     assert resumed == interrupted
     want = torch.load(reference / "checkpoints" / "final.pt")
     got = torch.load(resumed / "checkpoints" / "final.pt")
