@@ -267,24 +267,6 @@ NAMED: dict[str, type[NamedStrategy]] = {
 }
 
 
-def build_named(
-    name: str,
-    sites: dict[int, NodeSite],
-    observer: RoundObserver | None,
-    min_train_sites: int,
-    max_update_norm_ratio: float = 10.0,
-    wait_timeout: float = 3600.0,
-    round_offset: int = 0,
-    validate_every: int = 1,
-    extras: Extras | None = None,
-    settings: StrategySettings | None = None,
-) -> NamedStrategy:
-    """A named strategy (``NAMED``) with the site-aware hooks."""
-    if name not in NAMED:
-        raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox, {', '.join(NAMED)})")
-    return NAMED[name](sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras, settings)
-
-
 def restore_server_state(strategy: Any, store: ServerStateStore, server_round: int) -> None:
     """Give a resumed ``strategy`` the server optimiser state saved after ``server_round`` (stateless strategies need none)."""
     if not isinstance(strategy, NamedStrategy) or not isinstance(strategy, (FedAvgM, FedAdam, FedYogi, FedAdagrad)):

@@ -356,11 +356,13 @@ def build_strategy(
     elif name == "fedavg":
         strategy = SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
     else:
-        from strategies.named import build_named  # it imports this module
+        from strategies.named import NAMED  # it imports this module
 
+        if name not in NAMED:
+            raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox, {', '.join(NAMED)})")
         if central is not None:
             raise ValueError(f"central DP adds noise to a mean of clipped updates: strategy '{name}' does not take that mean (use fedavg or fedprox)")
-        return build_named(name, sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras, settings)
+        return NAMED[name](sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras, settings)
     strategy.central = central
     return strategy
 

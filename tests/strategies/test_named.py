@@ -12,7 +12,7 @@ from models.run_config import RunConfig, RunConfigError
 from server.flower_compat import set_server_task_identity
 from server.run_dir import RunDirectory
 from strategies.central_dp import CentralDP
-from strategies.named import NAMED, NamedStrategy, ServerStateError, SiteFedAdam, SiteFedAvgM, StrategySettings, build_named, restore_server_state
+from strategies.named import NAMED, NamedStrategy, ServerStateError, SiteFedAdam, SiteFedAvgM, StrategySettings, restore_server_state
 from strategies.site_aware import build_strategy
 from strategies.sites import NodeSite
 from tests.strategies.test_site_aware import FakeGrid, Recorder, _reply
@@ -117,11 +117,11 @@ def test_the_trimmed_mean_ignores_an_outlying_site_and_the_median_is_elementwise
     values = {11: [1.0, 5.0], 22: [2.0, 4.0], 33: [3.0, 3.0], 44: [4.0, 2.0], 55: [1000.0, -1000.0]}
     cases = {11: 10, 22: 10, 33: 10, 44: 10, 55: 500}
     updates = {n: _update(w) for n, w in values.items()}
-    trimmed = build_named("fedtrimmedavg", SITES, None, 2, max_update_norm_ratio=0.0, settings=StrategySettings(trim_beta=0.2))
+    trimmed = build_strategy("fedtrimmedavg", SITES, None, 2, 0.0, max_update_norm_ratio=0.0, settings=StrategySettings(trim_beta=0.2))
     np.testing.assert_allclose(_round(trimmed, 1, _model([0.0, 0.0]), updates, cases)["w"].numpy(), [3.0, 3.0])  # 1 of 5 cut at each end
     rng = np.random.default_rng(0)
     random = {n: list(rng.normal(size=4)) for n in NODES[:4]}
-    median = build_named("fedmedian", SITES, None, 2, max_update_norm_ratio=0.0)
+    median = build_strategy("fedmedian", SITES, None, 2, 0.0, max_update_norm_ratio=0.0)
     got = _round(median, 1, _model([0.0] * 4), {n: _update(w) for n, w in random.items()}, cases)["w"].numpy()
     np.testing.assert_allclose(got, np.median(np.array(list(random.values()), np.float32), axis=0), rtol=1e-6)
 
@@ -135,9 +135,9 @@ def test_krum_selects_the_update_closest_to_the_others_whatever_their_step_count
     distances = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
     scores = [np.sort(row)[1:3].sum() for row in distances]  # n - f - 2 = 2 nearest others (f = 1)
     assert int(np.argmin(scores)) == 2  # c
-    krum = build_named("krum", SITES, None, 2, max_update_norm_ratio=0.0, settings=StrategySettings(num_malicious_sites=1))
+    krum = build_strategy("krum", SITES, None, 2, 0.0, max_update_norm_ratio=0.0, settings=StrategySettings(num_malicious_sites=1))
     np.testing.assert_allclose(_round(krum, 1, _model([0.0, 0.0]), updates, cases)["w"].numpy(), values[33])
-    multi = build_named("multikrum", SITES, None, 2, max_update_norm_ratio=0.0, settings=StrategySettings(num_malicious_sites=1))  # keeps n - f = 4
+    multi = build_strategy("multikrum", SITES, None, 2, 0.0, max_update_norm_ratio=0.0, settings=StrategySettings(num_malicious_sites=1))  # keeps n - f = 4
     got = _round(multi, 1, _model([0.0, 0.0]), updates, cases)["w"].numpy()
     np.testing.assert_allclose(got, np.mean([values[n] for n in (11, 22, 33, 44)], axis=0), rtol=1e-6)  # the outlier dropped
 
@@ -167,17 +167,17 @@ def test_build_strategy_refuses_central_dp_with_a_named_strategy_and_unknown_nam
 
 def test_a_server_optimisers_state_round_trips_through_the_run_directory_and_is_required_on_resume(tmp_path: Path) -> None:
     run_dir = RunDirectory(tmp_path / "run")
-    strategy = build_named("fedyogi", SITES, run_dir, 2)
+    strategy = build_strategy("fedyogi", SITES, run_dir, 2, 0.0)
     _round(strategy, 1, _model([0.0, 0.0]), {11: _update([1.0, 2.0]), 22: _update([3.0, 0.0])}, {11: 10, 22: 10})
     saved = run_dir.load_server_state(1)
     assert saved is not None and run_dir.last_round() == 1  # the state file is not a round checkpoint
-    resumed = build_named("fedyogi", SITES, None, 2, round_offset=1)
+    resumed = build_strategy("fedyogi", SITES, None, 2, 0.0, round_offset=1)
     restore_server_state(resumed, run_dir, 1)
     np.testing.assert_allclose(resumed.v_t["w"], strategy.v_t["w"])  # type: ignore[attr-defined]
     with pytest.raises(ServerStateError, match="strategy 'fedyogi' keeps server optimiser state.*round 2"):
         restore_server_state(resumed, run_dir, 2)
-    restore_server_state(build_named("fedmedian", SITES, None, 2), run_dir, 2)  # stateless: nothing needed
-    restore_server_state(build_named("fedavgm", SITES, None, 2), run_dir, 2)  # no momentum: plain server SGD
+    restore_server_state(build_strategy("fedmedian", SITES, None, 2, 0.0), run_dir, 2)  # stateless: nothing needed
+    restore_server_state(build_strategy("fedavgm", SITES, None, 2, 0.0), run_dir, 2)  # no momentum: plain server SGD
 
 
 def test_run_config_names_the_strategies_and_checks_their_settings() -> None:
