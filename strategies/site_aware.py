@@ -58,7 +58,8 @@ class SiteAwareMixin:
       callers (``strategy.start``, the observer) see the model's own tensors;
     - aggregated arrays keep the global model's dtypes (e.g. BatchNorm's int64 counters);
     - updates with wrong keys, shapes or dtypes, non-finite values or an outlying norm are
-      rejected before aggregation and named, and the round goes on without them;
+      rejected before aggregation and named, and the round goes on without them; then the
+      strategy's own aggregation runs (``_aggregate``), then the dtypes are restored;
     - a round waits at most ``wait_timeout`` for ``min-train-sites`` training sites to be
       connected, and needs that many usable updates; otherwise ``TooFewSitesError`` stops the run;
     - per-round validation runs every ``validate_every`` rounds (0: only the final evaluation);
