@@ -9,6 +9,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from evaluation.figures import DPI, _png, safe_name
+from evaluation.text import finite as _finite
+from evaluation.text import number as _fmt
 
 NO_ROUNDS = "no per-round validation was recorded (validate-every = {every}): convergence curves need validate-every >= 1"
 POOLING_NOTE = "pooled: the mean of the sites' values weighted by their validation cases (n) in that round"
@@ -138,11 +140,6 @@ def _series(model: str, stage: str, index: int, metric: str, rows: list[Mapping[
     return {"model": model, "stage": stage, "metric": metric, "offset": offset, "rounds": [r - offset for r in rounds], "sites": sites, "pooled": pooled}
 
 
-def _finite(value: Any) -> bool:
-    """A real number that is not NaN or infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _nan(values: list[float | None]) -> list[float]:
     """None as NaN, for plotting gaps."""
     return [v if _finite(v) else math.nan for v in values]
@@ -151,8 +148,3 @@ def _nan(values: list[float | None]) -> list[float]:
 def _last(values: list[float | None]) -> float | None:
     """The last reported value of a series."""
     return next((v for v in reversed(values) if _finite(v)), None)
-
-
-def _fmt(value: float | None) -> str:
-    """Three decimals, or n/a."""
-    return "n/a" if value is None else f"{value:.3f}"
