@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from evaluation.figures import DPI, _png, safe_name
 from evaluation.text import finite as _finite
@@ -83,6 +84,7 @@ def convergence_figures(section: Mapping[str, Any] | None) -> dict[str, bytes]:
                         color=_SITE_COLORS[i % len(_SITE_COLORS)], label=site)  # fmt: skip
             ax.plot(series["rounds"], _nan(series["pooled"][key]), color="black", linewidth=2.2, label="pooled")
             ax.set_xlabel("round (within the stage)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"validation {ylabel}")
             ax.grid(True, color="#e5e5e5", linewidth=0.6)
             ax.legend(fontsize=8, loc="best")
@@ -99,6 +101,7 @@ def overlay_figure(curves: Mapping[str, tuple[list[int], list[float | None]]], m
         ax.plot(rounds, _nan(values), marker="o", markersize=3, color=_SITE_COLORS[i % len(_SITE_COLORS)], label=label)
     ax.set_title(f"Pooled validation {metric.upper() if metric == 'auc' else 'Dice'} per round", fontsize=11)
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(metric.upper() if metric == "auc" else "Dice")
     ax.grid(True, color="#e5e5e5", linewidth=0.6)
     if curves:

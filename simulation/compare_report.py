@@ -103,6 +103,8 @@ def _notes(table: dict[str, Any]) -> list[str]:
     ]
     if table.get("ceiling_note"):
         notes.append(table["ceiling_note"] + ".")
+    else:
+        notes.append("Ceilings: each site's Bayes AUC (the AUC of the true risk); external: the mean of the external sites'; all (pooled over sites) has none.")
     if not table.get("curves"):
         notes.append("No run recorded per-round validation (validate-every = 0), so there are no convergence curves.")
     failed = [r for r in table["runs"] if r["status"] == "failed"]

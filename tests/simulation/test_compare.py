@@ -119,3 +119,17 @@ def test_jobs_and_threads_fit_the_machine() -> None:
     for jobs in (1, 2, 3, 5, 16):
         assert 1 <= threads_per_job(jobs, cores=16) and jobs * threads_per_job(jobs, cores=16) <= 16
     assert threads_per_job(3, cores=16) == 5
+
+
+def test_cli_dry_run_prints_the_plan_and_refuses_unknown_strategies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulation.cli import main  # noqa: PLC0415
+    from tests.conftest import make_site  # noqa: PLC0415
+
+    make_site(tmp_path / "sites", "a", n=4)
+    args = ["compare", "--sites", str(tmp_path / "sites"), "--seeds", "0,1", "--out", str(tmp_path / "out"), "--jobs", "8", "--dry-run"]
+    assert main([*args, "--strategies", "fedavg,fedprox"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs, 4 at a time" in printed and "fedprox-seed1: strategy fedprox, seed 1\n" in printed
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--strategies", "fedavg,fedmystery"]) == 2
+    assert "'fedmystery'" in capsys.readouterr().err
