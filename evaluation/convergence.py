@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -82,9 +83,9 @@ def convergence_figures(section: Mapping[str, Any] | None) -> dict[str, bytes]:
             for i, (site, values) in enumerate(sorted(series["sites"].items())):
                 ax.plot(series["rounds"], _nan(values[key]), marker="o", markersize=3, linewidth=1.0,
                         color=_SITE_COLORS[i % len(_SITE_COLORS)], label=site)  # fmt: skip
-            ax.plot(series["rounds"], _nan(series["pooled"][key]), color="black", linewidth=2.2, label="pooled")
+            ax.plot(series["rounds"], _nan(series["pooled"][key]), color="black", marker="s", markersize=5, linewidth=2.2, label="pooled")
             ax.set_xlabel("round (within the stage)")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            _round_ticks(ax, series["rounds"])
             ax.set_ylabel(f"validation {ylabel}")
             ax.grid(True, color="#e5e5e5", linewidth=0.6)
             ax.legend(fontsize=8, loc="best")
@@ -101,7 +102,7 @@ def overlay_figure(curves: Mapping[str, tuple[list[int], list[float | None]]], m
         ax.plot(rounds, _nan(values), marker="o", markersize=3, color=_SITE_COLORS[i % len(_SITE_COLORS)], label=label)
     ax.set_title(f"Pooled validation {metric.upper() if metric == 'auc' else 'Dice'} per round", fontsize=11)
     ax.set_xlabel("round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _round_ticks(ax, sorted({r for rounds, _ in curves.values() for r in rounds}))
     ax.set_ylabel(metric.upper() if metric == "auc" else "Dice")
     ax.grid(True, color="#e5e5e5", linewidth=0.6)
     if curves:
@@ -141,6 +142,14 @@ def _series(model: str, stage: str, index: int, metric: str, rows: list[Mapping[
         entry["n"][i] = m.get("seg_n" if metric == "dice" else "n", m.get("num_examples"))
     pooled = {key: pooled_series(sites, key) for key in ("value", "loss")}
     return {"model": model, "stage": stage, "metric": metric, "offset": offset, "rounds": [r - offset for r in rounds], "sites": sites, "pooled": pooled}
+
+
+def _round_ticks(ax: Axes, rounds: list[int]) -> None:
+    """Whole-round ticks: every round when there are few, else integer ticks."""
+    if 0 < len(rounds) <= 12:
+        ax.set_xticks(rounds)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _nan(values: list[float | None]) -> list[float]:
