@@ -16,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evaluation.text import finite as _finite
 from models.run_config import RunConfig, RunConfigError, Scalar
+from simulation.compare_report import write_comparison
 
 SCHEMA = "axilla.comparison/1"
 RUN_GIB = 3.0  # memory one simulation (its Ray workers included) is given when choosing --jobs
@@ -58,7 +59,6 @@ class RunOutcome:
     report: dict[str, Any] | None = None
     run_dir: str = ""
     error: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 RunFn = Callable[[PlannedRun, int], tuple[Path, dict[str, Any]]]  # (run, torch threads) -> run dir, its report.json
@@ -177,8 +177,6 @@ def run_comparison(
     sites: Path, runs: Sequence[PlannedRun], out: Path, run_one: RunFn, jobs: int, threads: int
 ) -> dict[str, Any]:
     """Run the plan, then write comparison.json, comparison.md and comparison.html under ``out``; return the table."""
-    from simulation.compare_report import write_comparison  # noqa: PLC0415
-
     start = time.perf_counter()
     outcomes = run_all(runs, run_one, jobs, threads)
     ceilings = read_ceilings(sites)
