@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 from evaluation.clinical_report import NOMOGRAM, clinical_html
+from evaluation.convergence import figure_file, series_title
 from evaluation.cv_report import cv_html
 from evaluation.modality_report import modality_html
 from evaluation.figures import figure_name, model_order, report_sites, safe_name, split_rank
@@ -65,6 +66,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
         heatmap = _figure(HEATMAP, figures[HEATMAP], "AUC by site and model (test split)", wide=True)
         parts.append(f'<div class="figs">{heatmap}</div>')
     parts.append(_segmentation_section(report))
+    parts.append(_convergence_section(report, figures, used))
     parts.append(modality_html(report))
     parts.append(cv_html(report))
     parts.append(clinical_html(report, figures, _figure))
@@ -188,6 +190,23 @@ def _segmentation_section(report: dict[str, Any]) -> str:
         'segmenter (fusions included), site and split.</p><div class="scroll"><table><thead><tr><th class="l">model</th>'
         f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _convergence_section(report: dict[str, Any], figures: dict[str, bytes], used: set[str]) -> str:
+    """Per-round validation curves per model and stage, or why the run has none."""
+    section = report.get("convergence")
+    if not section:
+        return ""
+    head = '<h2 id="convergence">Convergence (per-round validation)</h2>'
+    if section.get("note"):
+        return f'{head}<p class="meta">{escape(section["note"])}.</p>'
+    figs = []
+    for series in section.get("series", []):
+        name = figure_file(series)
+        if name in figures:
+            used.add(name)
+            figs.append(_figure(name, figures[name], f"Convergence — {series_title(series)}", wide=True))
+    return f'{head}<p class="meta">{escape(section.get("pooling", ""))}.</p><div class="figs">{"".join(figs)}</div>'
 
 
 def _metrics_table(rows: list[dict[str, Any]]) -> str:

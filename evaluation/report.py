@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.clinical_report import clinical_markdown, clinical_section
+from evaluation.convergence import convergence_figures, convergence_markdown, convergence_section
 from evaluation.cv_report import cv_markdown, cv_section
 from evaluation.modality_report import modality_markdown, modality_section
 from evaluation.figures import report_figures
@@ -73,6 +74,7 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     report["comparisons"] = _comparisons(run_dir / "comparisons.jsonl", report["classification"])
     report["curves"] = [{"model": model, "site": site, "split": split, **curves(m)} for model, site, split, m in evaluated]
     report["pooling"] = POOLING
+    report["convergence"] = convergence_section(lines, run)
     privacy = privacy_rows(lines)
     if privacy:
         report["privacy"] = privacy
@@ -130,7 +132,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     report = build_report(run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
-    figures = report_figures(report)
+    figures = report_figures(report) | convergence_figures(report.get("convergence"))
     folder = run_dir / "figures"
     folder.mkdir(exist_ok=True)
     for name, png in figures.items():
@@ -194,6 +196,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             out += ["", "| model | vs | DeLong p | NRI | IDI |", "|---|---|---:|---:|---:|"]
             out += [f"| {c['model_a']} | {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
     out += _segmentation_markdown(report)
+    out += convergence_markdown(report)
     out += modality_markdown(report)
     out += cv_markdown(report)
     out += clinical_markdown(report)

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from client.node_site import SITES_RUN_CONFIG
+from client.node_site import SITES_RUN_CONFIG, discover_sites
 from models.run_config import RunConfigError, load_run_config_file, parse_assignments
 from simulation.public.adapters import ADAPTERS
 from simulation.public.partition import PARTITIONS, PartitionOptions
@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--min-cases", type=int, default=None, help="fewest cases per training site of a dirichlet or quantity partition (default 10)")
     prep.add_argument("--seed", type=int, default=None, help="seed of a dirichlet or quantity partition (default 0)")
     prep.add_argument("--out", type=Path, required=True, help="the folder to write the site folders into")
+    comp = sub.add_parser(
+        "compare", help="run several strategies on the same sites and seeds, with the pooled and local-only baselines, and tabulate them",
+        description="Each strategy once per seed (the first also trains the pooled and local-only baselines), in parallel; "
+        "writes OUT/comparison.json, comparison.md and comparison.html, and each run under OUT/runs/.",
+    )  # fmt: skip
+    comp.add_argument("--sites", type=Path, required=True, help="folder with one <site>/site.yaml per site (its run-config.toml, if any, applies first)")
+    comp.add_argument("--strategies", required=True, help="comma list of run config 'strategy' names, e.g. fedavg,fedprox")
+    comp.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
+    comp.add_argument("--run-config", type=Path, help="TOML file of run config overrides shared by every run")
+    comp.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="one run config override shared by every run")
+    comp.add_argument("--out", type=Path, default=Path("comparison"), help="where the table and the runs go (default ./comparison)")
+    comp.add_argument("--jobs", type=int, default=None, help="runs at a time (default: from the CPU count and memory); torch threads per run = cores // jobs")
+    comp.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     demo = sub.add_parser("demo", parents=[run_opts], help="the default: the demo phantom federation")
     demo.add_argument("--seed", type=int, default=0, help="phantom seed")
     return parser
@@ -92,6 +105,36 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    """``compare``: validate the plan (unknown strategies named), print it, run it, print where the table is."""
+    from simulation.compare import CompareError, default_jobs, describe_plan, plan_runs, run_comparison, subprocess_runner, threads_per_job  # noqa: PLC0415
+
+    try:
+        sites_config = args.sites / SITES_RUN_CONFIG
+        overrides = load_run_config_file(sites_config) if sites_config.is_file() else {}
+        overrides |= load_run_config_file(args.run_config) if args.run_config else {}
+        overrides |= parse_assignments(args.assignments)
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        if not discover_sites(args.sites):
+            raise CompareError(f"{args.sites} holds no site folder (expected <dir>/<site>/site.yaml)")
+        runs = plan_runs([s.strip() for s in args.strategies.split(",") if s.strip()], seeds, overrides)
+    except (RunConfigError, CompareError, ValueError) as err:
+        print(f"axilla-simulate compare: {err}", file=sys.stderr)
+        return 2
+    jobs = max(1, min(args.jobs or default_jobs(), len(runs)))
+    threads = threads_per_job(jobs)
+    print("\n".join(describe_plan(runs, jobs, threads)))
+    if args.dry_run:
+        return 0
+    out = args.out.resolve()
+    table = run_comparison(args.sites.resolve(), runs, out, subprocess_runner(args.sites.resolve(), out / "runs"), jobs, threads)
+    failed = [r for r in table["runs"] if r["status"] == "failed"]
+    for r in failed:
+        print(f"failed: {r['strategy']} seed {r['seed']}: {r['error']}", file=sys.stderr)
+    print(out / "comparison.html")
+    return 1 if len(failed) == len(table["runs"]) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the last line printed by a run is its run directory."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -101,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_console()
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "compare":
+        return _compare(args)
     from simulation.phantom import make_phantom
 
     if args.command == "make-phantom":
