@@ -52,6 +52,9 @@ class RunConfig:
     central_dp_delta: float = 1e-5
     central_dp_max_epsilon: float = 0.0  # 0: no cap; else a schedule that would pass it is refused before training
     proximal_mu: float = 0.01
+    personalise: str = "none"  # none | finetune | ditto: each training site's personalised model, tested next to the global one (never sent)
+    personalise_epochs: str = "1,2,4"  # finetune: candidate epoch counts, chosen per site on its validation split
+    ditto_lambda: float = 0.1  # ditto: weight of (lambda/2)||v - w||^2 tying the personal model v to the global model w
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
@@ -124,6 +127,7 @@ class RunConfig:
             "stain-normalisation": ("none", "macenko", "reinhard"),
             "mammo-branches": ("shared", "separate"),
             "mammo-roi": ("mask", "predicted"),
+            "personalise": ("none", "finetune", "ditto"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
@@ -163,6 +167,7 @@ class RunConfig:
         if self.pipeline == "automatic" and self.task != "classification":
             raise RunConfigError("run config 'pipeline' = 'automatic' trains segmenters, then a classifier: it needs task = 'classification'")
         self._check_multimodal()
+        self._check_personalisation()
         if self.lesion_crop == "predicted" and not self.segmenter_list:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
 
@@ -189,6 +194,19 @@ class RunConfig:
             raise RunConfigError(f"run config 'pathology-size' must be >= 16 and 'mammo-size' >= 32, got {self.pathology_size} and {self.mammo_size}")
         if self.pathology_model == "vit" and self.pathology_size % 16:
             raise RunConfigError(f"run config 'pathology-model' = 'vit' reads 16-pixel patches: 'pathology-size' = {self.pathology_size} is not a multiple of 16")
+
+    def _check_personalisation(self) -> None:
+        """``personalise-epochs``: positive integers (fine-tuning's candidates); ``ditto-lambda`` >= 0."""
+        try:
+            epochs = self.personalise_epoch_list
+        except ValueError:
+            raise RunConfigError(f"run config 'personalise-epochs' = {self.personalise_epochs!r}: expected a comma list of whole numbers, e.g. '1,2,4'") from None
+        if self.personalise == "finetune" and (not epochs or min(epochs) < 1):
+            raise RunConfigError(f"run config 'personalise-epochs' = {self.personalise_epochs!r}: fine-tuning needs at least one epoch count, each >= 1")
+        if self.personalise != "none" and self.cv_folds:
+            raise RunConfigError(f"run config 'personalise' = {self.personalise!r} personalises the run's final model: it needs cv-folds = 0 (each fold's model is chosen afterwards)")
+        if self.ditto_lambda < 0:
+            raise RunConfigError(f"run config 'ditto-lambda' must be >= 0, got {self.ditto_lambda}")
 
     def _check_clinical_features(self) -> None:
         """``clinical-features``: known modalities, each once, for the fusion selection (the plan checks the final model has them)."""
@@ -232,6 +250,11 @@ class RunConfig:
     def clinical_feature_list(self) -> tuple[str, ...]:
         """The ``clinical-features`` key as modality names (their embeddings become candidate variables, in this order)."""
         return _names(self.clinical_features)
+
+    @property
+    def personalise_epoch_list(self) -> tuple[int, ...]:
+        """The ``personalise-epochs`` key as sorted distinct epoch counts (ValueError if one is not a whole number)."""
+        return tuple(sorted({int(n) for n in _names(self.personalise_epochs)}))
 
     @property
     def reader_list(self) -> tuple[str, ...]:
