@@ -7,24 +7,17 @@ training would spend privacy budget its ledger does not cover); an external site
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from client.data import SiteData
-from client.grad_cam import safe_name
 from client.training import make_optimizer, predict, resolve_device, train_epochs
 from evaluation.classification import binary_metrics
 from models.run_config import RunConfig
 from models.task import task_for
 
-logger = logging.getLogger("axilla.client")
 State = Mapping[str, torch.Tensor]
 
 
@@ -77,29 +70,3 @@ def ditto_update(data: SiteData, personal: nn.Module, global_state: State, cfg: 
     loader = data.loader("train", train=True, seed=seed)
     train_epochs(personal, loader, task_for(cfg), optimizer, cfg.local_epochs, device, proximal_mu=cfg.ditto_lambda, desc=f"{data.config.site} Ditto", anchor=anchor)
     return {k: v.detach().cpu() for k, v in personal.state_dict().items()}
-
-
-class PersonalStore:
-    """Ditto's personal models under the site's ``output_dir``, one file per (run, stage, layout), written atomically."""
-
-    def __init__(self, output_dir: Path | str) -> None:
-        self.root = Path(output_dir) / "personal"
-
-    def path(self, cfg: RunConfig, stage_offset: int, layout: Any) -> Path:
-        """Where the personal model of a run's stage (starting after round ``stage_offset``) of one layout lives."""
-        digest = hashlib.sha256(repr(layout).encode()).hexdigest()[:16]
-        return self.root / safe_name(cfg.run_id or "run") / f"stage{stage_offset}-{digest}.pt"
-
-    def load(self, cfg: RunConfig, stage_offset: int, layout: Any) -> dict[str, torch.Tensor] | None:
-        """The stored personal model, or None if the site holds none yet."""
-        path = self.path(cfg, stage_offset, layout)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-
-    def save(self, cfg: RunConfig, stage_offset: int, layout: Any, state: State) -> Path:
-        """Store a personal model (a temporary file renamed over the old one: a reader never sees half a file)."""
-        path = self.path(cfg, stage_offset, layout)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
-        return path

@@ -176,7 +176,8 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
 
 def _ditto(data: Any, message: Train, global_state: dict[str, Any]) -> None:
     """Ditto: update this site's personal model (from the global one at first) against the arriving global model, and store it here."""
-    from client.personal import PersonalStore, ditto_update
+    from client.personal import ditto_update
+    from client.personal_store import PersonalStore
     from client.site import _site_salt, model_for
 
     cfg, store = message.run, PersonalStore(data.config.output_dir)
@@ -193,7 +194,8 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     Fine-tuned here (epochs chosen on validation) or Ditto's stored model; none at a DP site (it would spend
     privacy budget) or where no personal model is held. The model itself stays here.
     """
-    from client.personal import PersonalStore, finetune
+    from client.personal import finetune
+    from client.personal_store import PersonalStore
     from client.site import _site_salt, compare_models, evaluate_split, model_for
     from protocol.messages import PERSONAL, PERSONAL_VS, comparison_prefix
     from protocol.metrics import COMPARISON_METRICS, candidate_metric
