@@ -192,7 +192,8 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     """The personalised model's test metrics (``personal/<metric>``) and its paired comparison with the global one (``vs:global/<statistic>``).
 
     Fine-tuned here (epochs chosen on validation) or Ditto's stored model; none at a DP site (it would spend
-    privacy budget) or where no personal model is held. The model itself stays here.
+    privacy budget), without training or validation cases to fine-tune with, or where no personal model is held.
+    The model itself stays here.
     """
     from client.personal import finetune
     from client.personal_store import PersonalStore
@@ -205,6 +206,8 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
         return {}
     extra: dict[str, float] = {}
     if cfg.personalise == "finetune":
+        if not (len(data.splits["train"]) and len(data.splits["val"])):  # nothing to fine-tune on, or to choose the epochs with
+            return {}
         personal, epochs, _ = finetune(data, global_model, cfg, cfg.seed * 100_003 + _site_salt(data.config.site) + 7)
         extra["epochs"] = epochs
     else:

@@ -13,6 +13,8 @@ from strategies.sites import NodeSite
 
 DP_REASON = "a DP site keeps no personalised model: training it would spend privacy budget the run's ledger does not cover"
 
+NONE_REASON = "the site sent no personalised model's metrics (no training or validation cases to fine-tune with, or no personal model held)"
+
 
 def personalised(plan: Plan, stage: Stage, run_dir: RunDirectory) -> bool:
     """Whether the sites personalise this stage's model: the federated run's last stage, with ``personalise`` set."""
@@ -40,6 +42,6 @@ def record_personalisation(
         elif parts["metrics"]:
             row |= {"status": "ok", **parts}
         else:
-            reason = DP_REASON if site.dp else failures.get(site.name, "no personalised model held at the site")
+            reason = DP_REASON if site.dp else failures.get(site.name, NONE_REASON)
             row |= {"status": "missing", "reason": reason}
         run_dir.record_personal(site.name, row)

@@ -116,13 +116,18 @@ def _evaluate_with_personalisation(site_yaml: Path, cfg: RunConfig) -> dict[str,
     return dict(reply.metric_records["metrics"])
 
 
-def test_only_a_training_site_without_dp_sends_personal_metrics(tmp_path: Path) -> None:
+def test_only_a_training_site_without_dp_and_with_validation_cases_sends_personal_metrics(tmp_path: Path) -> None:
     from tests.conftest import make_site
 
     cfg = RunConfig(image_size=32, personalise="finetune", personalise_epochs="1")
     trains = _evaluate_with_personalisation(make_site(tmp_path, "a", n=16, seed=1), cfg)
     assert trains["personal/epochs"] == 1 and "personal/auc" in trains and "vs:global/delong_p" in trains
     assert "auc" in trains  # the global model's own metrics stay as they were
-    for site in (make_site(tmp_path, "ext", role="external", n=12, seed=2), make_site(tmp_path, "dp", n=16, seed=3, extra_yaml=DP)):
+    def no_validation(rows: list[dict[str, str]]) -> None:
+        for i, row in enumerate(rows):
+            row["split"] = "train" if i % 4 < 2 else "test"
+
+    unvalidated = make_site(tmp_path, "noval", n=16, seed=4, rows=no_validation)
+    for site in (make_site(tmp_path, "ext", role="external", n=12, seed=2), make_site(tmp_path, "dp", n=16, seed=3, extra_yaml=DP), unvalidated):
         metrics = _evaluate_with_personalisation(site, cfg)
         assert "auc" in metrics and not [k for k in metrics if k.startswith(("personal/", "vs:global/"))]
