@@ -44,14 +44,17 @@ def train_epochs(
     device: torch.device,
     proximal_mu: float = 0.0,
     desc: str = "train",
+    anchor: list[torch.Tensor] | None = None,
 ) -> TrainStats:
     """Train for ``epochs`` passes; with ``proximal_mu`` > 0 add FedProx's (mu/2)||w - w0||^2.
 
-    ``w0`` is the model as it arrives (the global model). One progress bar per epoch.
+    ``w0`` is ``anchor`` (one tensor per trainable parameter; Ditto's global model), else the model
+    as it arrives (the global model). One progress bar per epoch.
     """
     model.to(device).train()
     loss_fn = task.loss()
-    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    if proximal_mu > 0:
+        anchor = [a.detach().to(device) for a in anchor] if anchor is not None else [p.detach().clone() for p in model.parameters()]
     total, count, steps = 0.0, 0, 0
     for epoch in range(epochs):
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, disable=not sys.stderr.isatty())

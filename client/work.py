@@ -133,6 +133,8 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
     new_state, metrics = train_round(
         data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset, message.total_rounds, message.model,
     )  # fmt: skip
+    if message.personal and message.run.personalise == "ditto" and not data.config.privacy.dp.enabled:
+        _ditto(data, message, state)
     if message.run.central_dp == "client-clipping":  # central DP: the update leaves this site clipped
         import torch
 
@@ -167,7 +169,57 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
         if message.compare:
             metrics.update(_comparisons(site, message, data, model, store))
+        if message.personalise and message.split == "test" and site.config.trains:
+            metrics.update(_personalised(data, message, model))
     return EvaluateReply(metrics).to_content()
+
+
+def _ditto(data: Any, message: Train, global_state: dict[str, Any]) -> None:
+    """Ditto: update this site's personal model (from the global one at first) against the arriving global model, and store it here."""
+    from client.personal import ditto_update
+    from client.personal_store import PersonalStore
+    from client.site import _site_salt, model_for
+
+    cfg, store = message.run, PersonalStore(data.config.output_dir)
+    held = store.load(cfg, message.stage_offset, model_layout(cfg))
+    personal = model_for(cfg, held if held is not None else global_state)
+    seed = cfg.seed * 100_003 + message.server_round * 1009 + _site_salt(data.config.site) + 1
+    state = ditto_update(data, personal, global_state, cfg, message.server_round - message.stage_offset, seed)
+    store.save(cfg, message.stage_offset, model_layout(cfg), state)
+
+
+def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, float]:
+    """The personalised model's test metrics (``personal/<metric>``) and its paired comparison with the global one (``vs:global/<statistic>``).
+
+    Fine-tuned here (epochs chosen on validation) or Ditto's stored model; none at a DP site (it would spend
+    privacy budget), without training or validation cases to fine-tune with, or where no personal model is held.
+    The model itself stays here.
+    """
+    from client.personal import finetune
+    from client.personal_store import PersonalStore
+    from client.site import _site_salt, compare_models, evaluate_split, model_for
+    from protocol.messages import PERSONAL, PERSONAL_VS, comparison_prefix
+    from protocol.metrics import COMPARISON_METRICS, candidate_metric
+
+    cfg = message.run
+    if data.config.privacy.dp.enabled:
+        return {}
+    extra: dict[str, float] = {}
+    if cfg.personalise == "finetune":
+        if not (len(data.splits["train"]) and len(data.splits["val"])):  # nothing to fine-tune on, or to choose the epochs with
+            return {}
+        personal, epochs, _ = finetune(data, global_model, cfg, cfg.seed * 100_003 + _site_salt(data.config.site) + 7)
+        extra["epochs"] = epochs
+    else:
+        held = PersonalStore(data.config.output_dir).load(cfg, message.stage_offset, model_layout(cfg))
+        if held is None:
+            return {}
+        personal = model_for(cfg, held)
+    metrics = evaluate_split(data, personal, cfg, "test", message.threshold) | extra
+    out = {candidate_metric(PERSONAL, key): value for key, value in metrics.items()}
+    rows = compare_models({"": (data, personal, cfg), PERSONAL_VS: (data, global_model, cfg)}, "test", reference="")
+    out.update({candidate_metric(comparison_prefix(PERSONAL_VS), key): float(row[key]) for row in rows for key in COMPARISON_METRICS if key in row})
+    return out
 
 
 def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, store: ModelStore) -> dict[str, float]:

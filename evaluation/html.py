@@ -10,6 +10,7 @@ from evaluation.clinical_report import NOMOGRAM, clinical_html
 from evaluation.convergence import figure_file, series_title
 from evaluation.cv_report import cv_html
 from evaluation.modality_report import modality_html
+from evaluation.personal_report import personal_html
 from evaluation.figures import figure_name, model_order, report_sites, safe_name, split_rank
 from evaluation.text import finite as _finite
 from evaluation.text import number as _num
@@ -65,6 +66,7 @@ def render_html(report: dict[str, Any], figures: dict[str, bytes]) -> str:
         parts.append('<h2 id="auc-heatmap">AUC by site and model (test)</h2>')
         heatmap = _figure(HEATMAP, figures[HEATMAP], "AUC by site and model (test split)", wide=True)
         parts.append(f'<div class="figs">{heatmap}</div>')
+    parts.append(personal_html(report))
     parts.append(_segmentation_section(report))
     parts.append(_convergence_section(report, figures, used))
     parts.append(modality_html(report))

@@ -12,6 +12,7 @@ from evaluation.cv_report import cv_markdown, cv_section
 from evaluation.modality_report import modality_markdown, modality_section
 from evaluation.figures import report_figures
 from evaluation.html import endpoint_text, render_html
+from evaluation.personal_report import personal_markdown, personal_missing, personal_section
 from evaluation.pooling import POOLING, curves, pooled_metrics
 from evaluation.privacy_report import central_rows, privacy_markdown, privacy_rows
 from evaluation.proportions import proportion_cis
@@ -56,6 +57,8 @@ def build_report(run_dir: Path) -> dict[str, Any]:
         "sites": [_site_entry(s) for s in config["sites"]],
     }
     report["run"].update(config.get("description", {}))
+    if run.get("personalise", "none") != "none":
+        report["run"]["personalise"] = run["personalise"]
     if config.get("excluded"):
         report["excluded"] = config["excluded"]
     final = [line for line in lines if line["round"] == "final" and line["status"] == "ok"]
@@ -81,9 +84,12 @@ def build_report(run_dir: Path) -> dict[str, Any]:
     central = central_rows(run, lines)
     if central:
         report["central_dp"] = central
+    personalisation = personal_section(run_dir, report["classification"])
+    if personalisation:
+        report["personalisation"] = personalisation
     missing = [
         {k: line[k] for k in ("round", "model", "site", "split", "reason")} for line in lines if line["status"] == "missing"
-    ]
+    ] + personal_missing(personalisation)
     if missing:
         report["missing"] = missing
     clinical = clinical_section(run_dir)
@@ -195,6 +201,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if compared:
             out += ["", "| model | vs | DeLong p | NRI | IDI |", "|---|---|---:|---:|---:|"]
             out += [f"| {c['model_a']} | {c['model_b']} | {_fmt(c.get('delong_p'))} | {_fmt(c.get('nri'))} | {_fmt(c.get('idi'))} |" for c in compared]
+    out += personal_markdown(report)
     out += _segmentation_markdown(report)
     out += convergence_markdown(report)
     out += modality_markdown(report)

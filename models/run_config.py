@@ -61,6 +61,9 @@ class RunConfig:
     trim_beta: float = 0.2  # fedtrimmedavg: the fraction cut from each end
     num_malicious_sites: int = 0  # krum, multikrum: f
     multikrum_keep: int = 0  # multikrum: updates averaged (0: all but num-malicious-sites)
+    personalise: str = "none"  # none | finetune | ditto: each training site's personalised model, tested next to the global one (never sent)
+    personalise_epochs: str = "1,2,4"  # finetune: candidate epoch counts, chosen per site on its validation split
+    ditto_lambda: float = 0.1  # ditto: weight of (lambda/2)||v - w||^2 tying the personal model v to the global model w
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
@@ -133,6 +136,7 @@ class RunConfig:
             "stain-normalisation": ("none", "macenko", "reinhard"),
             "mammo-branches": ("shared", "separate"),
             "mammo-roi": ("mask", "predicted"),
+            "personalise": ("none", "finetune", "ditto"),
         }
         for key, allowed in choices.items():
             value = getattr(self, key.replace("-", "_"))
@@ -173,6 +177,7 @@ class RunConfig:
         if self.pipeline == "automatic" and self.task != "classification":
             raise RunConfigError("run config 'pipeline' = 'automatic' trains segmenters, then a classifier: it needs task = 'classification'")
         self._check_multimodal()
+        self._check_personalisation()
         if self.lesion_crop == "predicted" and not self.segmenter_list:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
 
@@ -219,6 +224,19 @@ class RunConfig:
         if self.pathology_model == "vit" and self.pathology_size % 16:
             raise RunConfigError(f"run config 'pathology-model' = 'vit' reads 16-pixel patches: 'pathology-size' = {self.pathology_size} is not a multiple of 16")
 
+    def _check_personalisation(self) -> None:
+        """``personalise-epochs``: positive integers (fine-tuning's candidates); ``ditto-lambda`` >= 0."""
+        try:
+            epochs = self.personalise_epoch_list
+        except ValueError:
+            raise RunConfigError(f"run config 'personalise-epochs' = {self.personalise_epochs!r}: expected a comma list of whole numbers, e.g. '1,2,4'") from None
+        if self.personalise == "finetune" and (not epochs or min(epochs) < 1):
+            raise RunConfigError(f"run config 'personalise-epochs' = {self.personalise_epochs!r}: fine-tuning needs at least one epoch count, each >= 1")
+        if self.personalise != "none" and self.cv_folds:
+            raise RunConfigError(f"run config 'personalise' = {self.personalise!r} personalises the run's final model: it needs cv-folds = 0 (each fold's model is chosen afterwards)")
+        if self.ditto_lambda < 0:
+            raise RunConfigError(f"run config 'ditto-lambda' must be >= 0, got {self.ditto_lambda}")
+
     def _check_clinical_features(self) -> None:
         """``clinical-features``: known modalities, each once, for the fusion selection (the plan checks the final model has them)."""
         for name in self.clinical_feature_list:
@@ -261,6 +279,11 @@ class RunConfig:
     def clinical_feature_list(self) -> tuple[str, ...]:
         """The ``clinical-features`` key as modality names (their embeddings become candidate variables, in this order)."""
         return _names(self.clinical_features)
+
+    @property
+    def personalise_epoch_list(self) -> tuple[int, ...]:
+        """The ``personalise-epochs`` key as sorted distinct epoch counts (ValueError if one is not a whole number)."""
+        return tuple(sorted({int(n) for n in _names(self.personalise_epochs)}))
 
     @property
     def reader_list(self) -> tuple[str, ...]:

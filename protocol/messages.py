@@ -33,6 +33,8 @@ ARRAYS = "arrays"  # Flower's strategies' arrayrecord_key
 METRICS = "metrics"
 SITE = "site"
 MODEL_PREFIX = "model:"
+PERSONAL = "personal"  # the metric-name prefix of a site's personalised model's test metrics
+PERSONAL_VS = "global"  # its paired comparison is named ``vs:global/<statistic>``
 SERVER_ROUND = "server-round"  # written by Flower's strategies
 PROXIMAL_MU = "proximal-mu"  # written by Flower's FedProx
 
@@ -173,6 +175,7 @@ class Train(Instruction):
     proximal_mu: float = 0.0
     total_rounds: int = 0  # training rounds of the whole run (every stage): what a DP site's budget must cover
     model: str = "federated"  # which of the run's models this trains (federated, local:<site>, pooled): a DP ledger entry each
+    personal: bool = False  # personalise = ditto: the site also updates its personal model (kept at the site, never sent)
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,15 @@ class Evaluate(Instruction):
     candidates: tuple[str, ...] = ()
     compare: tuple[tuple[str, str], ...] = ()  # (stage, digest) of held models compared with this one on the split's cases
     moments: tuple[tuple[str, str], ...] = ()  # (module, width) of the model's feature standardisers whose inputs' sums the site returns
+    personalise: bool = False  # a training site also tests its personalised model (``run.personalise``): ``personal/<metric>``, ``vs:global/<statistic>``
 
     @staticmethod
     def candidates_in(content: RecordDict) -> tuple[str, ...]:
-        """The metric-name prefixes a reply may use: the segmentation candidates asked for, ``vs:<stage>`` of each comparison, ``moments:<module>``."""
+        """The metric-name prefixes a reply may use: the segmentation candidates asked for, ``vs:<stage>`` of each comparison, ``moments:<module>``, the personalised model's."""
         raw = content.config_records.get(CONFIG, ConfigRecord())
         compared = _decode(raw.get(_kebab("compare"), ""), ())
-        return (*_decode(raw.get(_kebab("candidates"), ""), ()), *(comparison_prefix(name) for name, _ in compared), *Evaluate.moment_widths(content))
+        personal = (PERSONAL, comparison_prefix(PERSONAL_VS)) if bool(raw.get("personalise", False)) else ()
+        return (*_decode(raw.get(_kebab("candidates"), ""), ()), *(comparison_prefix(name) for name, _ in compared), *Evaluate.moment_widths(content), *personal)
 
     @staticmethod
     def moment_widths(content: RecordDict) -> dict[str, int]:

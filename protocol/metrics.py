@@ -31,6 +31,8 @@ _SCALARS = (
     "seg_recall", "seg_recall_sd", "seg_n_truth_empty", "seg_n_pred_empty",
     # inputs and explanations; a multimodal model's cases having each modality
     "crops_without_lesion", "grad_cam_written", *(f"n_{modality}" for modality in MODALITIES),
+    # a personalised model (sent as ``personal/<name>``): the fine-tuning epochs chosen on validation
+    "epochs",
     # a paired comparison with another model on the same cases (sent as ``vs:<stage>/<name>``)
     *(COMPARISON_METRICS := ("delong_z", "delong_p", "nri", "nri_events", "nri_nonevents", "nri_p", "idi", "idi_p")),
     # differential privacy of a DP-SGD training (client/dp_training.py): enough to recompute epsilon

@@ -25,6 +25,7 @@ from server.dp_variant import VariantError, resolve_variant
 from server.enrolment import EnrolmentError
 from server.handshake import handshake
 from server.operating_point import threshold_from_site_metrics
+from server.personalisation import personalised, record_personalisation
 from server.resume import ResumeError, ResumePoint, resume_point
 from server.run_dir import RunDirectory, new_run_id
 from strategies.central_dp import CentralDP, CentralDPError
@@ -170,6 +171,7 @@ def run_plan(
             earlier = {name: (plan.stage(name).cfg, models[name]) for name in stage.init_from}
             final = _train(
                 grid, stage, sites, dict(excluded or {}), stage_dir, courier, models, plan.total_rounds, done - stage.offset if resumed else 0, resumed, earlier,
+                personalised(plan, stage, stage_dir),
             )  # fmt: skip
         run_dir.save_checkpoint(run_dir.stage_checkpoint(stage.checkpoint), final)
         models[stage.name] = final
@@ -195,7 +197,8 @@ def _evaluate_stage(
         segmentation_evaluation(grid, stage, sites, models, run_dir, courier)
     if stage.evaluate_alone:
         compared = {name: run_dir.for_row(plan.stage(name).row).rows for name in stage.compare_with}
-        final_evaluation(grid, stage, sites, models[stage.name], run_dir.for_row(stage.row), courier, models, explain, compared)
+        stage_dir = run_dir.for_row(stage.row)
+        final_evaluation(grid, stage, sites, models[stage.name], stage_dir, courier, models, explain, compared, personalised(plan, stage, stage_dir))
 
 
 def _select_folds(
@@ -271,11 +274,13 @@ def _train(
     done: int = 0,
     resumed: ArrayRecord | None = None,
     earlier: Mapping[str, tuple[RunConfig, ArrayRecord]] | None = None,
+    personal: bool = False,
 ) -> ArrayRecord:
     """One stage's training rounds still to run (rounds ``stage.offset + done + 1`` ...); returns its final model.
 
     ``total_rounds`` (over every stage of the run) is what a DP site's privacy budget must cover;
-    ``earlier`` (stage name -> its run config and final model) are the models the stage starts from.
+    ``earlier`` (stage name -> its run config and final model) are the models the stage starts from;
+    ``personal`` asks the sites to update their personal models too (``personalise = ditto``).
     """
     cfg = stage.cfg
     n_train = sum(s.trains for s in sites.values())
@@ -310,7 +315,8 @@ def _train(
         initial_arrays=initial,
         num_rounds=cfg.num_rounds - done,
         timeout=cfg.round_timeout,
-        train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, total_rounds=total_rounds, model=run_dir.model).config(),
+        train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, total_rounds=total_rounds, model=run_dir.model,
+                           personal=personal and cfg.personalise == "ditto").config(),
         evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val").config(),
     )
     return result.arrays if result.arrays is not None else initial
@@ -338,6 +344,7 @@ def final_evaluation(
     models: Mapping[str, ArrayRecord] | None = None,
     explain: bool = False,
     compared: Mapping[str, str] | None = None,
+    personalise: bool = False,
 ) -> float | None:
     """Pick the threshold on the validation sites' aggregates, then evaluate at every testing site.
 
@@ -345,7 +352,8 @@ def final_evaluation(
     of every site, external sites included, are evaluated at it (and, with ``explain``, each
     site writes Grad-CAM overlays of a few test cases to its own ``output_dir``). ``compared``
     (stage name -> its rows' model name) are the earlier stages' models each test site compares
-    this one with on its own test cases (DeLong, NRI, IDI; ``comparisons.jsonl``). Returns the
+    this one with on its own test cases (DeLong, NRI, IDI; ``comparisons.jsonl``); with ``personalise``
+    each training site also tests its personalised model (``personalisation.jsonl``). Returns the
     threshold (None for a task without case probabilities, e.g. segmentation).
     """
     cfg, task = stage.cfg, task_for(stage.cfg)
@@ -359,7 +367,7 @@ def final_evaluation(
     failures: dict[str, dict[str, str]] = {"val": {}, "test": {}}
     validation = _evaluate(grid, request, validators, arrays, delivery, failures["val"])
     threshold = None
-    request = replace(request, split="test")
+    request = replace(request, split="test", personalise=personalise)
     if task.has_scores:
         threshold = threshold_from_site_metrics(validation.values(), cfg)
         logger.info("%s: operating point (%s on pooled validation histograms): %.4f", run_dir.rows, cfg.threshold_rule, threshold)
@@ -371,6 +379,8 @@ def final_evaluation(
             row = {key: metrics.pop(candidate_metric(comparison_prefix(name), key)) for key in COMPARISON_METRICS if candidate_metric(comparison_prefix(name), key) in metrics}
             if row:
                 run_dir.record_comparison(site, "test", {"model_a": run_dir.rows, "model_b": model_b, **row})
+    if personalise:
+        record_personalisation(run_dir, testers, test, failures["test"])
     _record_final(run_dir, validators, testers, validation, test, task.label(), failures)
     return threshold
 

@@ -139,7 +139,7 @@ class RunDirectory:
         partial = self.metrics_file.with_suffix(".jsonl.partial")
         partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(partial, self.metrics_file)
-        for stale in ("comparisons.jsonl", "stopped.json"):
+        for stale in ("comparisons.jsonl", "personalisation.jsonl", "stopped.json"):
             (self.path / stale).unlink(missing_ok=True)
         return len(lines) - len(kept)
 
@@ -193,6 +193,11 @@ class RunDirectory:
         """Append one paired model comparison made at a site to comparisons.jsonl."""
         with (self.path / "comparisons.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"site": site, "split": split, **row}) + "\n")
+
+    def record_personal(self, site: str, row: Mapping[str, Any]) -> None:
+        """Append what a test site said of its personalised model to personalisation.jsonl."""
+        with (self.path / "personalisation.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"site": site, **row}) + "\n")
 
     # RoundObserver ---------------------------------------------------------------------------
     def trained(self, server_round: int, arrays: ArrayRecord | None, per_site: dict[str, MetricRecord], missing: dict[str, str]) -> None:

@@ -211,3 +211,18 @@ def test_a_clinical_reply_with_image_feature_sums_of_another_width_than_the_requ
     assert policy_violations(incoming, Message(RecordDict({"metrics": MetricRecord(per_case)}), reply_to=incoming)) == [
         "clinical metric 'g1/radiomics_cc_firstorder_mean' is not part of the moments job's reply"
     ]
+
+
+def test_personalised_metrics_leave_only_when_the_message_asked_and_never_as_arrays(tmp_path: Path) -> None:
+    site = make_site(tmp_path, "a", n=6)
+    personal = {"auc": 0.7, "personal/auc": 0.8, "personal/auc_ci": [0.6, 0.9], "personal/epochs": 2, "vs:global/delong_p": 0.3}
+    asked = Evaluate(split="test", personalise=True).config()
+    reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(personal)}), config=asked)
+    assert not reply.has_error()
+    reply, _ = _guarded(site, MessageType.EVALUATE, RecordDict({"metrics": MetricRecord(personal)}), config=Evaluate(split="test").config())
+    assert reply.has_error() and "metric 'personal/auc' is not part of the protocol" in reply.error.reason
+    assert "metric 'vs:global/delong_p' is not part of the protocol" in reply.error.reason
+    tuned = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "n": Array(np.ones((), np.int64))})  # the personalised model, shaped like the global one
+    reply, log = _guarded(site, MessageType.EVALUATE, RecordDict({"personal": tuned, "metrics": MetricRecord(personal)}), config=asked)
+    assert reply.has_error() and "'personal': model arrays in the reply to a evaluate message" in reply.error.reason
+    assert log[-1]["blocked"]

@@ -60,3 +60,19 @@ def test_clinical_features_name_known_modalities_once_for_the_fusion_selection()
         RunConfig(clinical="fusion", clinical_features="radiomics,radiomics")
     with pytest.raises(RunConfigError, match="'clinical-features'.*needs clinical = 'fusion', not 'combined'"):
         RunConfig(clinical="combined", clinical_features="radiomics")
+
+
+def test_personalisation_keys_are_checked_with_messages_naming_them() -> None:
+    cfg = RunConfig.from_mapping({"personalise": "finetune", "personalise-epochs": "4, 1,2,2", "ditto-lambda": 0.5})
+    assert (cfg.personalise, cfg.personalise_epoch_list, cfg.ditto_lambda) == ("finetune", (1, 2, 4), 0.5)
+    for values, message in (
+        ({"personalise": "fedper"}, "'personalise' = 'fedper': expected one of none, finetune, ditto"),
+        ({"personalise": "finetune", "personalise-epochs": "1,two"}, "'personalise-epochs' = '1,two': expected a comma list of whole numbers"),
+        ({"personalise": "finetune", "personalise-epochs": "0,2"}, "each >= 1"),
+        ({"personalise": "finetune", "personalise-epochs": ""}, "at least one epoch count"),
+        ({"personalise": "ditto", "cv-folds": 5}, "it needs cv-folds = 0"),
+        ({"ditto-lambda": -1.0}, "'ditto-lambda' must be >= 0"),
+    ):
+        with pytest.raises(RunConfigError, match=message):
+            RunConfig.from_mapping(values)
+    assert RunConfig.from_mapping({"personalise-epochs": ""}).personalise == "none"  # the epochs matter only to fine-tuning

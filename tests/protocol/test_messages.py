@@ -26,6 +26,8 @@ def _model(value: float = 0.0) -> ArrayRecord:
         Describe(run=RUN_CFG),
         Train(run=RUN_CFG, server_round=5, stage_offset=3, proximal_mu=0.1, segmenters=(("unet", "ab12"), ("deeplabv3", "cd34"))),
         Evaluate(run=RUN_CFG, server_round=6, split="test", threshold=0.37, grad_cam="federated", candidates=("unet", "fusion-mean")),
+        Train(run=RUN_CFG, server_round=2, personal=True),
+        Evaluate(run=RUN_CFG, split="test", personalise=True),
     ],
 )
 def test_every_message_survives_its_record_form(message: Describe | Train | Evaluate) -> None:
@@ -76,3 +78,9 @@ def test_a_handshake_naming_a_site_that_could_name_another_folder_is_refused(nam
     with pytest.raises(ProtocolError, match="not a valid site name"):
         SiteDescription.from_content(content)
     assert SiteDescription.from_content(SiteDescription("hospital_a-2.b", "train", "f", "v", False, {}).to_content()).site == "hospital_a-2.b"
+
+
+def test_a_personalising_evaluation_lets_the_personal_prefixes_through_and_no_other_does() -> None:
+    asked = RecordDict(Evaluate(split="test", personalise=True, compare=(("static", "d1"),)).records())
+    assert set(Evaluate.candidates_in(asked)) == {"vs:static", "personal", "vs:global"}
+    assert set(Evaluate.candidates_in(RecordDict(Evaluate(split="test").records()))) == set()
