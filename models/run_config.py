@@ -52,6 +52,7 @@ class RunConfig:
     central_dp_delta: float = 1e-5
     central_dp_max_epsilon: float = 0.0  # 0: no cap; else a schedule that would pass it is refused before training
     proximal_mu: float = 0.01
+    scaffold_server_lr: float = 1.0  # SCAFFOLD's global step size eta_g (strategies/scaffold.py)
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
@@ -105,7 +106,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Check values that have a closed set of choices or a range."""
         choices = {
-            "strategy": ("fedavg", "fedprox"),
+            "strategy": ("fedavg", "fedprox", "fedbn", "scaffold"),
             "optimizer": ("adam", "sgd"),
             "lr-schedule": ("cosine", "constant"),
             "threshold-rule": ("youden", "accuracy", "sensitivity", "specificity"),
@@ -137,6 +138,7 @@ class RunConfig:
             raise RunConfigError(f"run config 'validate-every' must be >= 0, got {self.validate_every}")
         if self.lr <= 0 or self.proximal_mu < 0:
             raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
+        self._check_strategy()
         if self.crop_margin < 0 or self.grad_cam_cases < 0:
             raise RunConfigError("run config 'crop-margin' and 'grad-cam-cases' must be >= 0")
         if not (self.central_dp_noise_multiplier > 0 and self.central_dp_clipping_norm > 0 and 0 < self.central_dp_delta < 1):
@@ -165,6 +167,21 @@ class RunConfig:
         self._check_multimodal()
         if self.lesion_crop == "predicted" and not self.segmenter_list:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
+
+    def _check_strategy(self) -> None:
+        """FedBN and SCAFFOLD's settings: SCAFFOLD corrects plain SGD steps; neither runs with central DP yet."""
+        if self.scaffold_server_lr <= 0:
+            raise RunConfigError(f"run config 'scaffold-server-lr' must be > 0, got {self.scaffold_server_lr}")
+        if self.strategy == "scaffold" and self.optimizer != "sgd":
+            raise RunConfigError(
+                f"run config 'strategy' = 'scaffold' needs optimizer = 'sgd', not {self.optimizer!r}: its control variates "
+                "(c_i+ = c_i - c + (x - y_i) / (K lr)) correct plain SGD steps, and Adam's per-parameter scaling breaks that identity"
+            )
+        if self.strategy in ("fedbn", "scaffold") and self.central_dp != "off":
+            raise RunConfigError(
+                f"run config 'strategy' = {self.strategy!r} does not run with central-dp = {self.central_dp!r}: "
+                "the clipped, noised update would not cover the site-local normalisation state or SCAFFOLD's control variates"
+            )
 
     def _check_multimodal(self) -> None:
         """The modalities, fusion blocks and input sizes of the multimodal tasks (models/multimodal_task.py)."""

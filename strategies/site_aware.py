@@ -11,6 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from models.run_config import RunConfig
 from protocol.messages import ARRAYS, CONFIG
 from protocol.metrics import NUM_EXAMPLES
 from protocol.packing import Layout, PackingError, layout_of, pack, unpack
@@ -93,7 +94,8 @@ class SiteAwareMixin:
         self.wait_timeout = wait_timeout
         self.round_offset = round_offset
         self.observer = observer
-        self._template: ArrayRecord | None = None
+        self._global: ArrayRecord | None = None  # the global model sent this round
+        self._template: ArrayRecord | None = None  # what a reply's arrays must look like (``_reply_template``)
         self._layout: Layout = ()
         self._grid: Grid | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
@@ -109,8 +111,8 @@ class SiteAwareMixin:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Sample only training sites, once at least ``min-train-sites`` of them are connected."""
         server_round += self.round_offset
-        self._template, self._grid = arrays, grid
-        self._layout = layout_of(arrays)
+        self._global, self._template, self._grid = arrays, self._reply_template(arrays), grid
+        self._layout = layout_of(self._template)
         view = self._connected_train_sites(grid, self.min_train_sites)
         if view is None:
             online = {self._name(n) for n in self._train_view(grid).get_node_ids()}
@@ -140,6 +142,14 @@ class SiteAwareMixin:
         messages = self._attach(super().configure_evaluate(server_round, pack(arrays), config, view))  # type: ignore[misc]
         self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
         return messages
+
+    def _reply_template(self, arrays: ArrayRecord) -> ArrayRecord:
+        """What a site's reply arrays must look like for the global model ``arrays`` (FedBN: without the normalisation entries)."""
+        return arrays
+
+    def _completed(self, arrays: ArrayRecord, updates: dict[int, ArrayRecord]) -> ArrayRecord:
+        """The next global model from the checked aggregate of the replies' arrays and the accepted updates by node (FedBN, SCAFFOLD override it)."""
+        return arrays
 
     def _attach(self, messages: Iterable[Message]) -> list[Message]:
         """Add the stage's records to each message's content."""
@@ -183,6 +193,7 @@ class SiteAwareMixin:
             if self.central is not None:
                 noisy = self.central.aggregate([numpy_arrays(updates[r.metadata.src_node_id]) for r in accepted], numpy_arrays(self._template))
                 arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
+            arrays = self._completed(arrays, {r.metadata.src_node_id: updates[r.metadata.src_node_id] for r in accepted})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
@@ -325,19 +336,33 @@ def build_strategy(
     validate_every: int = 1,
     extras: Extras | None = None,
     central: CentralDP | None = None,
+    run: RunConfig | None = None,
 ) -> SiteFedAvg:
-    """The run config's strategy by name, with central DP when ``central`` is given."""
+    """The run config's strategy by name, with central DP when ``central`` is given (FedBN and SCAFFOLD read the network of ``run``)."""
     strategy: SiteFedAvg
-    if name == "fedprox":
+    if name == "fedbn":
+        from strategies.fedbn import SiteFedBN
+
+        strategy = SiteFedBN(sites, _network_keys(run)[0], observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
+    elif name == "fedprox":
         strategy = SiteFedProx(
             sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
         )
     elif name == "fedavg":
         strategy = SiteFedAvg(sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
     else:
-        raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox)")
+        raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox, fedbn, scaffold)")
     strategy.central = central
     return strategy
+
+
+def _network_keys(run: RunConfig | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The run network's normalisation and float parameter keys (``models.norm_state``)."""
+    if run is None:
+        raise ValueError("FedBN and SCAFFOLD need the run config to know the network's normalisation and parameter entries")
+    from models.norm_state import network_keys
+
+    return network_keys(run)
 
 
 def _shared_metrics_only(replies: list[Message]) -> list[Message]:
