@@ -135,8 +135,14 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
         from client.fedbn import with_local_norms
 
         state = with_local_norms(state, site.output_dir, message, message.model, training=True)
+    control = None
+    if message.run.strategy == "scaffold":
+        from client.scaffold import SiteControl
+
+        control = SiteControl.of(site.output_dir, message, content)
     new_state, metrics = train_round(
         data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset, message.total_rounds, message.model,
+        correction=control.correction() if control is not None else None,
     )  # fmt: skip
     if message.run.central_dp == "client-clipping":  # central DP: the update leaves this site clipped
         import torch
@@ -150,7 +156,10 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
         from client.fedbn import keep_norms
 
         new_state = keep_norms(new_state, site.output_dir, message, message.model)
-    return TrainReply(pack(ArrayRecord(new_state)), metrics).to_content()
+    change = None
+    if control is not None:  # SCAFFOLD: c_i kept here, its change sent
+        change = control.update(state, new_state, int(metrics["steps"]), message.run.round_lr(message.server_round - message.stage_offset))
+    return TrainReply(pack(ArrayRecord(new_state)), metrics, change).to_content()
 
 
 def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: ModelStore) -> RecordDict:

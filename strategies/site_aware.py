@@ -1,4 +1,4 @@
-"""Site-aware FedAvg and FedProx: Flower's strategies with hooks for roles, dtypes and per-site records."""
+"""Site-aware FedAvg and FedProx (FedBN and SCAFFOLD build on them): Flower's strategies with hooks for roles, dtypes and per-site records."""
 
 from __future__ import annotations
 
@@ -68,7 +68,10 @@ class SiteAwareMixin:
     - with ``central`` (run config ``central-dp``), the aggregate is DP-FedAvg's noisy uniform
       mean of clipped updates instead of the case-weighted mean (``strategies/central_dp.py``),
       with client clipping an update above the clipping norm is rejected, and the norm-outlier
-      rule is off (it would make one site's update count depend on another's).
+      rule is off (it would make one site's update count depend on another's);
+    - FedBN and SCAFFOLD (``strategies/fedbn.py``, ``strategies/scaffold.py``) override three hooks:
+      ``_reply_template`` (what reply arrays must look like), ``_reply_problem`` (another reason to
+      reject a reply) and ``_completed`` (the next global model from the aggregate and the updates).
     """
 
     sites: dict[int, NodeSite]
@@ -146,6 +149,10 @@ class SiteAwareMixin:
     def _reply_template(self, arrays: ArrayRecord) -> ArrayRecord:
         """What a site's reply arrays must look like for the global model ``arrays`` (FedBN: without the normalisation entries)."""
         return arrays
+
+    def _reply_problem(self, node: int) -> str | None:
+        """Why a reply whose model arrays are usable still cannot be aggregated (SCAFFOLD: its control change), or None."""
+        return None
 
     def _completed(self, arrays: ArrayRecord, updates: dict[int, ArrayRecord]) -> ArrayRecord:
         """The next global model from the checked aggregate of the replies' arrays and the accepted updates by node (FedBN, SCAFFOLD override it)."""
@@ -232,6 +239,8 @@ class SiteAwareMixin:
                     reason = check_arrays(update, self._template)
                 except PackingError as err:
                     reason = str(err)
+            if reason is None:
+                reason = self._reply_problem(node)
             norm = update_norm(update, self._template) if reason is None and update is not None else 0.0
             if reason is None and self.central is not None:
                 reason = self.central.over_norm(norm)
@@ -344,6 +353,13 @@ def build_strategy(
         from strategies.fedbn import SiteFedBN
 
         strategy = SiteFedBN(sites, _network_keys(run)[0], observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
+    elif name == "scaffold":
+        from strategies.scaffold import SiteScaffold
+
+        assert run is not None  # _network_keys checked
+        strategy = SiteScaffold(
+            sites, _network_keys(run)[1], run.scaffold_server_lr, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
+        )
     elif name == "fedprox":
         strategy = SiteFedProx(
             sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
