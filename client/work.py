@@ -175,7 +175,7 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
 
         if message.split != "train" or not site.config.trains:
             raise ProtocolError("feature sums are asked of a training site's training split only")
-        model = model_for(message.run, _evaluated_state(site, message, content))
+        model = model_for(message.run, _model_state(content, EVALUATE, message.run))  # the stage's initial model, before any training
         try:
             metrics = feature_moments(data, model, message.run, {name: int(width) for name, width in message.moments})
         except ValueError as err:

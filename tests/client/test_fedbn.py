@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.app.metadata import Metadata
 
 from client.fedbn import keep_norms, shared_layout, with_local_norms
-from client.local_state import LocalState
 from client.privacy_guard import policy_violations
 from client.work import model_layout
 from models.norm_state import network_keys
@@ -22,6 +17,7 @@ from models.run_config import RunConfig
 from models.task import build_network
 from protocol.messages import Evaluate, Train
 from protocol.packing import layout_digest, pack
+from tests.client.test_local_state import read_in_new_process
 
 RUN = RunConfig(strategy="fedbn", run_id="r1")
 NORM = network_keys(RUN)[0]
@@ -57,24 +53,8 @@ def test_the_first_round_another_model_and_an_external_site_use_the_global_norma
 def test_the_kept_state_is_read_back_by_a_new_process(tmp_path: Path) -> None:
     glob = build_network(RUN).state_dict()
     keep_norms(_trained(glob), tmp_path, Train(run=RUN, server_round=2), "federated")
-    digest = layout_digest(model_layout(RUN))
-    code = (
-        "import sys; from pathlib import Path; from client.local_state import LocalState; "
-        f"kept = LocalState(Path(sys.argv[1]), 'r1', 'federated', 0, 'norm').load({digest!r}); "
-        "print(sorted(kept)[0], float(sum(float(v.astype('float64').sum()) for v in kept.values())))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]).stdout.split()
-    expected = sum(float(_trained(glob)[k].double().sum()) for k in NORM)
-    assert out[0] == sorted(NORM)[0] and float(out[1]) == pytest.approx(expected, rel=1e-9)
-
-
-def test_state_kept_for_another_layout_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = LocalState(tmp_path, "r1", "federated", 0, "norm")
-    store.save({"bn.weight": np.ones(2, np.float32)}, "aaaaaaaaaaaa")
-    with caplog.at_level(logging.WARNING, logger="axilla.client"):
-        assert store.load("bbbbbbbbbbbb") is None
-    assert "kept for layout aaaaaaaaaaaa" in caplog.text
-    assert store.load("aaaaaaaaaaaa") is not None
+    names, total = read_in_new_process(tmp_path, "norm", layout_digest(model_layout(RUN)))
+    assert names == sorted(NORM) and total == pytest.approx(sum(float(_trained(glob)[k].double().sum()) for k in NORM), rel=1e-9)
 
 
 def _train_message(run: RunConfig, model: ArrayRecord) -> Message:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.task import build_network
 from protocol.messages import CONTROL, Train
 from protocol.packing import layout_digest, pack, unpack
 from tests.client.test_dp_training import DP
+from tests.client.test_local_state import read_in_new_process
 from tests.conftest import make_site
 
 RUN = RunConfig(strategy="scaffold", optimizer="sgd", run_id="r1")
@@ -103,15 +102,8 @@ def test_c_i_is_kept_on_disk_read_back_by_a_new_process_and_the_change_leaves(tm
     change = unpack(control.update(x, y, steps=4, lr=0.1), control_layout(RUN))
     for name in c:
         np.testing.assert_allclose(change[name].numpy(), -c[name] + 0.01 / 0.4, rtol=1e-5, atol=1e-6)  # c_i+ - 0 = -c + (x - y)/(K lr)
-    digest = layout_digest(control_layout(RUN))
-    code = (
-        "import sys; from pathlib import Path; from client.local_state import LocalState; "
-        f"kept = LocalState(Path(sys.argv[1]), 'r1', 'federated', 0, 'control').load({digest!r}); "
-        "print(len(kept), sum(float(v.sum()) for v in kept.values()))"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]).stdout.split()
-    expected = sum(float((-c[k].astype(np.float64) + 0.01 / 0.4).sum()) for k in c)
-    assert int(out[0]) == len(c) and float(out[1]) == pytest.approx(expected, rel=1e-6)
+    names, total = read_in_new_process(tmp_path, "control", layout_digest(control_layout(RUN)))
+    assert names == sorted(c) and total == pytest.approx(sum(float((-c[k].astype(np.float64) + 0.01 / 0.4).sum()) for k in c), rel=1e-6)
     later = SiteControl.of(tmp_path, Train(run=RUN, server_round=3), _content(3, c))
     assert all(np.allclose(later.c_i[k], -c[k] + 0.01 / 0.4, atol=1e-6) for k in c)
     restarted = SiteControl.of(tmp_path, Train(run=RUN, server_round=1), _content(1, c))  # a stage's first round starts from zero
