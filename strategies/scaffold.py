@@ -92,9 +92,7 @@ class SiteScaffold(SiteFedAvg):
     def _completed(self, arrays: ArrayRecord, updates: dict[int, ArrayRecord]) -> ArrayRecord:
         """x and c moved by the accepted updates (the weighted mean in ``arrays`` is replaced)."""
         assert self._global is not None
-        changes = [self._changes[node] for node in updates]
+        changes = [change for change in (self._changes[node] for node in updates) if not isinstance(change, str)]  # accepted: all usable
         n_sites = sum(site.trains for site in self.sites.values()) or len(updates)
-        x, self.control = scaffold_step(
-            numpy_arrays(self._global), self.control, [numpy_arrays(u) for u in updates.values()], changes, self.server_lr, n_sites  # type: ignore[misc]
-        )
+        x, self.control = scaffold_step(numpy_arrays(self._global), self.control, [numpy_arrays(u) for u in updates.values()], changes, self.server_lr, n_sites)
         return restore_dtypes(ArrayRecord({k: Array(v) for k, v in x.items()}), self._global)

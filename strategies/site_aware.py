@@ -356,9 +356,10 @@ def build_strategy(
     elif name == "scaffold":
         from strategies.scaffold import SiteScaffold
 
-        assert run is not None  # _network_keys checked
+        parameters = _network_keys(run)[1]
+        assert run is not None  # _network_keys refused None
         strategy = SiteScaffold(
-            sites, _network_keys(run)[1], run.scaffold_server_lr, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
+            sites, parameters, run.scaffold_server_lr, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
         )
     elif name == "fedprox":
         strategy = SiteFedProx(

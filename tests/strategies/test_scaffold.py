@@ -82,3 +82,9 @@ def test_build_strategy_gives_scaffold_the_float_parameters_and_server_lr() -> N
     strategy = build_strategy("scaffold", SITES, None, 2, 0.0, run=run)
     assert isinstance(strategy, SiteScaffold) and strategy.server_lr == pytest.approx(0.5)
     assert "conv1.weight" in strategy.control_keys and "bn1.weight" in strategy.control_keys and "bn1.running_mean" not in strategy.control_keys
+
+
+def test_fedbn_and_scaffold_need_the_run_config() -> None:
+    for name in ("fedbn", "scaffold"):
+        with pytest.raises(ValueError, match="need the run config"):
+            build_strategy(name, SITES, None, 2, 0.0)
