@@ -5,7 +5,9 @@ policy (DESIGN.md, "what may leave a site"):
 
 - model arrays only in answer to a training message, with exactly the keys, shapes and dtypes
   of the global model the server sent (its ``arrays`` record; models the site is asked to hold,
-  such as the pipeline's segmenters, are never sent back);
+  such as the pipeline's segmenters, are never sent back); under FedBN, without the model's
+  normalisation entries; under SCAFFOLD, also the change of the site's control variate, shaped
+  as the control variate the message carried (never in the reply to any other message);
 - metrics named by the protocol (``protocol/metrics.py``), as scalars or lists of the length the
   protocol fixes (confidence intervals, score histograms, the ROC band's grid), never the number
   of cases; only a site with ``privacy.share_case_predictions: true`` may send the per-case lists;
@@ -32,7 +34,9 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from client.site_config import SiteConfig
 from protocol.clinical import CLINICAL, SCHEMA, ClinicalQuery, parse_schema
-from protocol.messages import ARRAYS, EVALUATE, POLICY_VIOLATION, SITE_FAILED, Evaluate, ProtocolError, SiteDescription
+from models.run_config import RunConfig
+from protocol.messages import ARRAYS, CONTROL, EVALUATE, POLICY_VIOLATION, RUN, SITE_FAILED, Evaluate, ProtocolError, SiteDescription
+from protocol.packing import packed_signature
 from protocol.registry import REPLY_RECORDS
 from protocol.metrics import METRIC_LENGTHS, PER_CASE, PER_FEATURE, split_candidate_metric
 
@@ -107,6 +111,37 @@ def _schema_problems(reply: Message, record: ConfigRecord) -> list[str]:
     return []
 
 
+def _run_of(incoming: Message) -> RunConfig | None:
+    """The run config of a message (its strategy decides which arrays may answer it); None if it carries none that parses."""
+    try:
+        return RunConfig.from_mapping(dict(incoming.content.config_records[RUN]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _arrays_problem(incoming: Message, name: str, record: ArrayRecord) -> str | None:
+    """Why arrays may not answer a training message: only the model received (FedBN: without its normalisation entries), and SCAFFOLD's control change."""
+    sent = incoming.content.array_records
+    run = _run_of(incoming)
+    strategy = run.strategy if run is not None else ""
+    if name == CONTROL:
+        if strategy != "scaffold" or CONTROL not in sent:
+            return "control variates in the reply to a message that did not ask for SCAFFOLD"
+        if _array_signature(record) != _array_signature(sent[CONTROL]):
+            return "control variates differ in keys, shapes or dtypes from the control variate received"
+        return None
+    if run is not None and strategy == "fedbn":
+        from client.fedbn import shared_layout  # noqa: PLC0415 (torch: only for FedBN)
+
+        if _array_signature(record) != packed_signature(shared_layout(run)):
+            return "arrays differ from the model received less its normalisation entries (FedBN keeps those at the site)"
+        return None
+    model = sent.get(ARRAYS)
+    if model is None or _array_signature(record) != _array_signature(model):
+        return "arrays differ in keys, shapes or dtypes from the global model received"
+    return None
+
+
 def policy_violations(incoming: Message, reply: Message, share_case_predictions: bool = False) -> list[str]:
     """Every way ``reply`` (to ``incoming``) breaks the privacy policy; empty when it may leave."""
     if reply.has_error():
@@ -121,9 +156,9 @@ def policy_violations(incoming: Message, reply: Message, share_case_predictions:
         elif name not in allowed or not isinstance(record, allowed[name]):
             problems.append(f"'{name}': a {type(record).__name__} may not leave the site in the reply to a {kind} message")
         elif isinstance(record, ArrayRecord):
-            model = sent.get(ARRAYS)
-            if model is None or _array_signature(record) != _array_signature(model):
-                problems.append(f"'{name}': arrays differ in keys, shapes or dtypes from the global model received")
+            problem = _arrays_problem(incoming, name, record)
+            if problem:
+                problems.append(f"'{name}': {problem}")
         elif isinstance(record, MetricRecord) and kind == CLINICAL:
             problems += _clinical_problems(record, ClinicalQuery.of(incoming.content))
         elif isinstance(record, MetricRecord):

@@ -107,7 +107,7 @@ def node_data(site: LocalSite, cfg: RunConfig, segmenters: Mapping[str, State] |
 
 def train_round(
     data: SiteData, state: State, cfg: RunConfig, server_round: int, proximal_mu: float = 0.0, stage_offset: int = 0,
-    total_rounds: int = 0, model_name: str = "federated",
+    total_rounds: int = 0, model_name: str = "federated", correction: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], Metrics]:
     """Train the received global model locally for ``cfg.local_epochs`` epochs (with DP-SGD where the site requires it).
 
@@ -116,7 +116,9 @@ def train_round(
     state dict and scalar metrics; ``num_examples`` counts training cases. A site with
     ``privacy.dp.enabled`` trains with DP-SGD within its budget for ``model_name`` of the run over
     ``total_rounds`` (``client/dp_training.py``), records the spend in its ledger and adds the
-    ``dp_*`` figures to the metrics; a round past a budget is refused (SiteDataError).
+    ``dp_*`` figures to the metrics; a round past a budget is refused (SiteDataError). With
+    ``correction`` (SCAFFOLD's c - c_i by parameter), plain SGD steps (no momentum) follow the
+    corrected gradients; a DP site refuses it.
     """
     task = task_for(cfg)
     if task.needs_masks:
@@ -128,15 +130,21 @@ def train_round(
         raise SiteDataError.public_fact(f"this site trains only with DP-SGD, which the '{task.name}' task does not offer yet (its network reads several inputs per case)")
     if dp.enabled and cfg.model_variant != "dp-compatible":
         raise SiteDataError.public_fact(f"this site trains only with DP-SGD, and the run's network is the '{cfg.model_variant}' variant (it needs 'dp-compatible')")
+    if dp.enabled and correction is not None:
+        raise SiteDataError.public_fact(
+            "this site trains only with DP-SGD, and SCAFFOLD's gradient correction would change the clipped gradients its privacy accounting covers"
+        )
     model = model_for(cfg, state)
     seed = cfg.seed * 100_003 + server_round * 1009 + _site_salt(data.config.site)
     torch.manual_seed(seed)
     device = resolve_device(data.config.compute.device)
     loader = data.loader("train", train=True, seed=seed)
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round - stage_offset), cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.round_lr(server_round - stage_offset), cfg.weight_decay, 0.0 if correction is not None else 0.9)
     if dp.enabled:
         return _train_round_dp(data, model, loader, task, optimizer, cfg, server_round, proximal_mu, stage_offset, total_rounds, model_name, device, seed)
-    stats = train_epochs(model, loader, task, optimizer, cfg.local_epochs, device, proximal_mu=proximal_mu, desc=f"{data.config.site} round {server_round}")
+    stats = train_epochs(
+        model, loader, task, optimizer, cfg.local_epochs, device, proximal_mu=proximal_mu, desc=f"{data.config.site} round {server_round}", correction=correction,
+    )  # fmt: skip
     new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return new_state, {NUM_EXAMPLES: stats.num_examples, "train_loss": stats.loss, "steps": stats.steps}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +24,10 @@ class TrainStats:
     steps: int
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam (seed studies' default) or SGD with momentum."""
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Adam (seed studies' default) or SGD with ``momentum`` (SCAFFOLD: 0, the plain steps its control variates assume)."""
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
@@ -45,13 +46,17 @@ def train_epochs(
     proximal_mu: float = 0.0,
     desc: str = "train",
     anchor: list[torch.Tensor] | None = None,
+    correction: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainStats:
     """Train for ``epochs`` passes; with ``proximal_mu`` > 0 add FedProx's (mu/2)||w - w0||^2.
 
     ``w0`` is ``anchor`` (one tensor per trainable parameter; Ditto's global model), else the model
-    as it arrives (the global model). One progress bar per epoch.
+    as it arrives (the global model). ``correction`` (by parameter name) is added to each
+    parameter's gradient before every step (SCAFFOLD's c - c_i); a parameter without a gradient
+    (frozen or unused) is left alone. One progress bar per epoch.
     """
     model.to(device).train()
+    shifts = [(p, correction[n].to(device, p.dtype)) for n, p in model.named_parameters() if n in correction] if correction else []
     loss_fn = task.loss()
     if proximal_mu > 0:
         anchor = [a.detach().to(device) for a in anchor] if anchor is not None else [p.detach().clone() for p in model.parameters()]
@@ -65,6 +70,9 @@ def train_epochs(
             if proximal_mu > 0:
                 loss = loss + proximal_mu / 2 * proximal_term(model, anchor)
             loss.backward()
+            for param, shift in shifts:
+                if param.grad is not None:
+                    param.grad.add_(shift)
             optimizer.step()
             total += float(loss.detach()) * len(batch["label"])
             count += len(batch["label"])

@@ -130,8 +130,19 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
     states, digest = segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
     state = _model_state(content, TRAIN, message.run)
+    fedbn = message.run.strategy == "fedbn"
+    if fedbn:
+        from client.fedbn import with_local_norms
+
+        state = with_local_norms(state, site.output_dir, message, message.model, training=True)
+    control = None
+    if message.run.strategy == "scaffold":
+        from client.scaffold import SiteControl
+
+        control = SiteControl.of(site.output_dir, message, content)
     new_state, metrics = train_round(
         data, state, message.run, message.server_round, message.proximal_mu, message.stage_offset, message.total_rounds, message.model,
+        correction=control.correction() if control is not None else None,
     )  # fmt: skip
     if message.personal and message.run.personalise == "ditto" and not data.config.privacy.dp.enabled:
         _ditto(data, message, state)
@@ -143,11 +154,18 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
         received = {k: v.numpy() for k, v in state.items()}
         clipped = clip_update({k: v.numpy() for k, v in new_state.items()}, received, message.run.central_dp_clipping_norm)
         new_state = {k: torch.from_numpy(v) for k, v in clipped.items()}
-    return TrainReply(pack(ArrayRecord(new_state)), metrics).to_content()
+    if fedbn:  # the normalisation entries stay here
+        from client.fedbn import keep_norms
+
+        new_state = keep_norms(new_state, site.output_dir, message, message.model)
+    change = None
+    if control is not None:  # SCAFFOLD: c_i kept here, its change sent
+        change = control.update(state, new_state, int(metrics["steps"]), message.run.round_lr(message.server_round - message.stage_offset))
+    return TrainReply(pack(ArrayRecord(new_state)), metrics, change).to_content()
 
 
 def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: ModelStore) -> RecordDict:
-    """Evaluate the received model (or each segmentation candidate) on one split."""
+    """Evaluate the received model (or each segmentation candidate) on one split (under FedBN, with the site's own normalisation state if it trained the model)."""
     from client.site import evaluate_candidates, evaluate_split, model_for, node_data
 
     states, digest = segmenter_states(message, store)
@@ -159,13 +177,13 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
 
         if message.split != "train" or not site.config.trains:
             raise ProtocolError("feature sums are asked of a training site's training split only")
-        model = model_for(message.run, _model_state(content, EVALUATE, message.run))
+        model = model_for(message.run, _model_state(content, EVALUATE, message.run))  # the stage's initial model, before any training
         try:
             metrics = feature_moments(data, model, message.run, {name: int(width) for name, width in message.moments})
         except ValueError as err:
             raise ProtocolError(str(err)) from None
     else:
-        model = model_for(message.run, _model_state(content, EVALUATE, message.run))
+        model = model_for(message.run, _evaluated_state(site, message, content))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
         if message.compare:
             metrics.update(_comparisons(site, message, data, model, store))
@@ -220,6 +238,16 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     rows = compare_models({"": (data, personal, cfg), PERSONAL_VS: (data, global_model, cfg)}, "test", reference="")
     out.update({candidate_metric(comparison_prefix(PERSONAL_VS), key): float(row[key]) for row in rows for key in COMPARISON_METRICS if key in row})
     return out
+
+
+def _evaluated_state(site: LocalSite, message: Evaluate, content: RecordDict) -> dict[str, Any]:
+    """The state dict of the model an evaluation message carries; under FedBN, with the site's kept normalisation entries (if any)."""
+    state = _model_state(content, EVALUATE, message.run)
+    if message.run.strategy != "fedbn":
+        return state
+    from client.fedbn import with_local_norms
+
+    return with_local_norms(state, site.output_dir, message, message.model, training=False)
 
 
 def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, store: ModelStore) -> dict[str, float]:

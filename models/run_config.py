@@ -17,7 +17,7 @@ FUSION_RULES = ("mean", "union")
 VIDEO_NETWORK_NAMES = ("resnet3d", "r2plus1d", "tsm", "tin")  # models/video_nets.py (kept torch-free here)
 MODALITIES = ("ultrasound", "pathology", "mammography", "radiomics", "clinical")  # models/modality_encoders.py: what a multimodal network reads
 FUSION_BLOCKS = ("concat", "weighted", "attention", "voting", "multilayer")  # models/fusion_blocks.py (kept torch-free here)
-STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum", "multikrum")  # strategies/site_aware.py, strategies/named.py
+STRATEGIES = ("fedavg", "fedprox", "fedbn", "scaffold", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum", "multikrum")  # strategies/site_aware.py, strategies/named.py
 
 
 class RunConfigError(ValueError):
@@ -64,6 +64,7 @@ class RunConfig:
     personalise: str = "none"  # none | finetune | ditto: each training site's personalised model, tested next to the global one (never sent)
     personalise_epochs: str = "1,2,4"  # finetune: candidate epoch counts, chosen per site on its validation split
     ditto_lambda: float = 0.1  # ditto: weight of (lambda/2)||v - w||^2 tying the personal model v to the global model w
+    scaffold_server_lr: float = 1.0  # SCAFFOLD's global step size eta_g (strategies/scaffold.py)
     max_update_norm_ratio: float = 10.0
     num_rounds: int = 8
     local_epochs: int = 2
@@ -150,6 +151,7 @@ class RunConfig:
             raise RunConfigError(f"run config 'validate-every' must be >= 0, got {self.validate_every}")
         if self.lr <= 0 or self.proximal_mu < 0:
             raise RunConfigError("run config 'lr' must be > 0 and 'proximal-mu' >= 0")
+        self._check_strategy()
         if self.crop_margin < 0 or self.grad_cam_cases < 0:
             raise RunConfigError("run config 'crop-margin' and 'grad-cam-cases' must be >= 0")
         if not (self.central_dp_noise_multiplier > 0 and self.central_dp_clipping_norm > 0 and 0 < self.central_dp_delta < 1):
@@ -182,7 +184,7 @@ class RunConfig:
             raise RunConfigError("run config 'lesion-crop' = 'predicted' needs 'segmenters' to crop with")
 
     def _check_strategy(self) -> None:
-        """The named strategies' hyper-parameters, and central DP only with a mean aggregator."""
+        """The strategies' hyper-parameters; central DP only with a mean aggregator; SCAFFOLD corrects plain SGD steps."""
         if self.server_lr < 0 or self.server_tau <= 0:
             raise RunConfigError(f"run config 'server-lr' must be >= 0 (0: the strategy's default) and 'server-tau' > 0, got {self.server_lr} and {self.server_tau}")
         for key in ("server_momentum", "server_beta1", "server_beta2"):
@@ -198,6 +200,13 @@ class RunConfig:
             raise RunConfigError(
                 f"run config 'central-dp' = {self.central_dp!r} needs strategy = fedavg or fedprox: DP-FedAvg's noise and epsilon are calibrated "
                 f"to a plain mean of clipped updates, which strategy = {self.strategy!r} does not take"
+            )
+        if self.scaffold_server_lr <= 0:
+            raise RunConfigError(f"run config 'scaffold-server-lr' must be > 0, got {self.scaffold_server_lr}")
+        if self.strategy == "scaffold" and self.optimizer != "sgd":
+            raise RunConfigError(
+                f"run config 'strategy' = 'scaffold' needs optimizer = 'sgd', not {self.optimizer!r}: its control variates "
+                "(c_i+ = c_i - c + (x - y_i) / (K lr)) correct plain SGD steps, and Adam's per-parameter scaling breaks that identity"
             )
 
     def _check_multimodal(self) -> None:

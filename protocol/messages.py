@@ -7,6 +7,9 @@ A message's content is a Flower RecordDict:
   FedProx's ``proximal-mu``, which Flower's strategies write themselves;
 - ``arrays``: the model to train or evaluate (training and evaluation of one model), packed
   (``protocol.packing``: one flat array per dtype);
+- ``control``: under SCAFFOLD, the server's control variate c, packed over the network's float
+  parameters (``models.norm_state.parameter_keys``); a SCAFFOLD training reply returns the site's
+  change of its own control variate under the same name and layout;
 - ``model:<digest>``: models the site is asked to hold (the pipeline's segmenters), packed, each
   sent once per site and referred to afterwards by the digest of its packed arrays.
 
@@ -31,6 +34,7 @@ RUN = "run"
 CONFIG = "config"  # Flower's strategies' configrecord_key
 ARRAYS = "arrays"  # Flower's strategies' arrayrecord_key
 METRICS = "metrics"
+CONTROL = "control"  # SCAFFOLD's control variates (c to the site, the change of c_i back)
 SITE = "site"
 MODEL_PREFIX = "model:"
 PERSONAL = "personal"  # the metric-name prefix of a site's personalised model's test metrics
@@ -186,6 +190,7 @@ class Evaluate(Instruction):
     split: str = "val"
     threshold: float = 0.5
     grad_cam: str = ""  # folder for Grad-CAM overlays at the site ('' writes none)
+    model: str = "federated"  # which of the run's models this is (as in ``Train``): a FedBN site evaluates it with the normalisation state it kept for it
     candidates: tuple[str, ...] = ()
     compare: tuple[tuple[str, str], ...] = ()  # (stage, digest) of held models compared with this one on the split's cases
     moments: tuple[tuple[str, str], ...] = ()  # (module, width) of the model's feature standardisers whose inputs' sums the site returns
@@ -272,10 +277,14 @@ class TrainReply:
 
     arrays: ArrayRecord
     metrics: Metrics
+    control: ArrayRecord | None = None  # SCAFFOLD: the change of the site's control variate, packed
 
     def to_content(self) -> RecordDict:
         """The reply's content."""
-        return RecordDict({ARRAYS: self.arrays, METRICS: MetricRecord(self.metrics)})
+        content = RecordDict({ARRAYS: self.arrays, METRICS: MetricRecord(self.metrics)})
+        if self.control is not None:
+            content[CONTROL] = self.control
+        return content
 
 
 @dataclass(frozen=True)

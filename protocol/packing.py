@@ -47,6 +47,14 @@ def packed_keys(layout: Layout) -> tuple[str, ...]:
     return tuple(f"{dtype}@{digest}" for dtype in dict.fromkeys(d for _, d, _ in layout))
 
 
+def packed_signature(layout: Layout) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The keys, dtypes and shapes of a packed model of this layout (what a reply packed for it must show), without its values."""
+    sizes: dict[str, int] = {}
+    for _, dtype, shape in layout:
+        sizes[dtype] = sizes.get(dtype, 0) + int(np.prod(shape))
+    return {key: (dtype, (size,)) for key, (dtype, size) in zip(packed_keys(layout), sizes.items(), strict=True)}
+
+
 def pack(record: ArrayRecord) -> ArrayRecord:
     """A model's arrays as one flat array per dtype (the wire form)."""
     layout = layout_of(record)

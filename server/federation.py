@@ -248,7 +248,7 @@ def fold_validation(
     metrics (from the sites' aggregates: AUC with CI, and the proportions at 0.5) and each site's AUC.
     """
     delivery = courier.delivery(stage.cfg, {name: models[name] for name in stage.crop_with})
-    request = Evaluate(run=stage.cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val")
+    request = Evaluate(run=stage.cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=delivery.refs, split="val", model=run_dir.model)
     validators = {n: s for n, s in sites.items() if s.validates}
     failures: dict[str, str] = {}
     replies = _evaluate(grid, request, validators, arrays, delivery, failures)
@@ -306,7 +306,7 @@ def _train(
     delivery = courier.delivery(cfg, {name: models[name] for name in stage.crop_with})
     strategy = build_strategy(
         cfg.strategy, sites, run_dir, cfg.min_train_sites, cfg.proximal_mu, cfg.max_update_norm_ratio, cfg.round_timeout,
-        stage.offset + done, cfg.validate_every, delivery, central, StrategySettings.of(cfg),
+        stage.offset + done, cfg.validate_every, delivery, central, StrategySettings.of(cfg), run=cfg,
     )  # fmt: skip
     if resumed is not None:
         restore_server_state(strategy, run_dir, stage.offset + done)
@@ -317,7 +317,7 @@ def _train(
         timeout=cfg.round_timeout,
         train_config=Train(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, total_rounds=total_rounds, model=run_dir.model,
                            personal=personal and cfg.personalise == "ditto").config(),
-        evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val").config(),
+        evaluate_config=Evaluate(run=cfg, stage_offset=stage.offset, segmenters=delivery.refs, split="val", model=run_dir.model).config(),
     )
     return result.arrays if result.arrays is not None else initial
 
@@ -361,7 +361,7 @@ def final_evaluation(
     delivery = (courier or Courier()).delivery(cfg, {name: (models or {})[name] for name in (*stage.crop_with, *compared)})
     refs = dict(delivery.refs)
     segmenters = tuple((name, refs[name]) for name in stage.crop_with)
-    request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=segmenters, split="val")
+    request = Evaluate(run=cfg, server_round=stage.end, stage_offset=stage.offset, segmenters=segmenters, split="val", model=run_dir.model)
     validators = {n: s for n, s in sites.items() if s.validates}
     testers = {n: s for n, s in sites.items() if s.tests}
     failures: dict[str, dict[str, str]] = {"val": {}, "test": {}}

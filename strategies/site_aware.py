@@ -1,4 +1,4 @@
-"""Site-aware FedAvg and FedProx: Flower's strategies with hooks for roles, dtypes and per-site records."""
+"""Site-aware FedAvg and FedProx (FedBN and SCAFFOLD build on them): Flower's strategies with hooks for roles, dtypes and per-site records."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from models.run_config import RunConfig
 from protocol.messages import ARRAYS, CONFIG
 from protocol.metrics import NUM_EXAMPLES
 from protocol.packing import Layout, PackingError, layout_of, pack, unpack
@@ -71,7 +72,10 @@ class SiteAwareMixin:
     - with ``central`` (run config ``central-dp``), the aggregate is DP-FedAvg's noisy uniform
       mean of clipped updates instead of the case-weighted mean (``strategies/central_dp.py``),
       with client clipping an update above the clipping norm is rejected, and the norm-outlier
-      rule is off (it would make one site's update count depend on another's).
+      rule is off (it would make one site's update count depend on another's);
+    - FedBN and SCAFFOLD (``strategies/fedbn.py``, ``strategies/scaffold.py``) override three hooks:
+      ``_reply_template`` (what reply arrays must look like), ``_reply_problem`` (another reason to
+      reject a reply) and ``_completed`` (the next global model from the aggregate and the updates).
     """
 
     sites: dict[int, NodeSite]
@@ -97,7 +101,8 @@ class SiteAwareMixin:
         self.wait_timeout = wait_timeout
         self.round_offset = round_offset
         self.observer = observer
-        self._template: ArrayRecord | None = None
+        self._global: ArrayRecord | None = None  # the global model sent this round
+        self._template: ArrayRecord | None = None  # what a reply's arrays must look like (``_reply_template``)
         self._layout: Layout = ()
         self._grid: Grid | None = None
         self._sent: dict[str, list[int]] = {"train": [], "evaluate": []}
@@ -113,8 +118,8 @@ class SiteAwareMixin:
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Sample only training sites, once at least ``min-train-sites`` of them are connected."""
         server_round += self.round_offset
-        self._template, self._grid = arrays, grid
-        self._layout = layout_of(arrays)
+        self._global, self._template, self._grid = arrays, self._reply_template(arrays), grid
+        self._layout = layout_of(self._template)
         view = self._connected_train_sites(grid, self.min_train_sites)
         if view is None:
             online = {self._name(n) for n in self._train_view(grid).get_node_ids()}
@@ -144,6 +149,18 @@ class SiteAwareMixin:
         messages = self._attach(super().configure_evaluate(server_round, pack(arrays), config, view))  # type: ignore[misc]
         self._sent["evaluate"] = [m.metadata.dst_node_id for m in messages]
         return messages
+
+    def _reply_template(self, arrays: ArrayRecord) -> ArrayRecord:
+        """What a site's reply arrays must look like for the global model ``arrays`` (FedBN: without the normalisation entries)."""
+        return arrays
+
+    def _reply_problem(self, node: int) -> str | None:
+        """Why a reply whose model arrays are usable still cannot be aggregated (SCAFFOLD: its control change), or None."""
+        return None
+
+    def _completed(self, arrays: ArrayRecord, updates: dict[int, ArrayRecord]) -> ArrayRecord:
+        """The next global model from the checked aggregate of the replies' arrays and the accepted updates by node (FedBN, SCAFFOLD override it)."""
+        return arrays
 
     def _attach(self, messages: Iterable[Message]) -> list[Message]:
         """Add the stage's records to each message's content."""
@@ -187,6 +204,7 @@ class SiteAwareMixin:
             if self.central is not None:
                 noisy = self.central.aggregate([numpy_arrays(updates[r.metadata.src_node_id]) for r in accepted], numpy_arrays(self._template))
                 arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
+            arrays = self._completed(arrays, {r.metadata.src_node_id: updates[r.metadata.src_node_id] for r in accepted})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
@@ -242,6 +260,8 @@ class SiteAwareMixin:
                     reason = check_arrays(update, self._template)
                 except PackingError as err:
                     reason = str(err)
+            if reason is None:
+                reason = self._reply_problem(node)
             norm = update_norm(update, self._template) if reason is None and update is not None else 0.0
             if reason is None and self.central is not None:
                 reason = self.central.over_norm(norm)
@@ -347,10 +367,23 @@ def build_strategy(
     extras: Extras | None = None,
     central: CentralDP | None = None,
     settings: StrategySettings | None = None,
+    run: RunConfig | None = None,
 ) -> Any:
-    """The run config's strategy by name (``settings``: the named strategies' hyper-parameters), with central DP when ``central`` is given."""
-    strategy: SiteFedAvg | SiteFedProx
-    if name == "fedprox":
+    """The run config's strategy by name (``settings``: the named strategies' hyper-parameters; FedBN and SCAFFOLD read the network of ``run``), with central DP when ``central`` is given."""
+    strategy: Any
+    if name == "fedbn":
+        from strategies.fedbn import SiteFedBN
+
+        strategy = SiteFedBN(sites, _network_keys(run)[0], observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras)
+    elif name == "scaffold":
+        from strategies.scaffold import SiteScaffold
+
+        parameters = _network_keys(run)[1]
+        assert run is not None  # _network_keys refused None
+        strategy = SiteScaffold(
+            sites, parameters, run.scaffold_server_lr, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
+        )
+    elif name == "fedprox":
         strategy = SiteFedProx(
             sites, observer, min_train_sites, proximal_mu, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras
         )
@@ -360,12 +393,21 @@ def build_strategy(
         from strategies.named import NAMED  # it imports this module
 
         if name not in NAMED:
-            raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox, {', '.join(NAMED)})")
+            raise ValueError(f"unknown strategy '{name}' (known: fedavg, fedprox, fedbn, scaffold, {', '.join(NAMED)})")
         if central is not None:
             raise ValueError(f"central DP adds noise to a mean of clipped updates: strategy '{name}' does not take that mean (use fedavg or fedprox)")
         return NAMED[name](sites, observer, min_train_sites, max_update_norm_ratio, wait_timeout, round_offset, validate_every, extras, settings)
     strategy.central = central
     return strategy
+
+
+def _network_keys(run: RunConfig | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The run network's normalisation and float parameter keys (``models.norm_state``)."""
+    if run is None:
+        raise ValueError("FedBN and SCAFFOLD need the run config to know the network's normalisation and parameter entries")
+    from models.norm_state import network_keys
+
+    return network_keys(run)
 
 
 def _shared_metrics_only(replies: list[Message]) -> list[Message]:
