@@ -161,7 +161,7 @@ def test_every_named_strategy_rejects_a_malformed_update_first_and_keeps_integer
 def test_build_strategy_refuses_central_dp_with_a_named_strategy_and_unknown_names() -> None:
     with pytest.raises(ValueError, match="central DP adds noise to a mean.*'krum'"):
         build_strategy("krum", SITES, None, 2, 0.0, central=CentralDP("server-clipping", 1.0, 1.0, 1e-5, 0.0, 5))
-    with pytest.raises(ValueError, match=r"unknown strategy 'fedsgd' \(known: fedavg, fedprox, fedavgm"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'fedsgd' \(known: fedavg, fedprox, fedbn, scaffold, fedavgm"):
         build_strategy("fedsgd", SITES, None, 2, 0.0)
 
 
@@ -182,7 +182,7 @@ def test_a_server_optimisers_state_round_trips_through_the_run_directory_and_is_
 
 def test_run_config_names_the_strategies_and_checks_their_settings() -> None:
     assert RunConfig.from_mapping({"strategy": "multikrum", "num-malicious-sites": 1, "multikrum-keep": 3}).multikrum_keep == 3
-    with pytest.raises(RunConfigError, match="'strategy' = 'fedsgd': expected one of fedavg, fedprox, fedavgm"):
+    with pytest.raises(RunConfigError, match="'strategy' = 'fedsgd': expected one of fedavg, fedprox, fedbn, scaffold, fedavgm"):
         RunConfig.from_mapping({"strategy": "fedsgd"})
     with pytest.raises(RunConfigError, match="'central-dp' = 'server-clipping' needs strategy = fedavg or fedprox.*'fedadam'"):
         RunConfig.from_mapping({"strategy": "fedadam", "central-dp": "server-clipping"})
