@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def _scanner(**knobs: object) -> Scanner:
     """A small nominal linear scanner with ``knobs`` changed."""
     base = Scanner("Acme", "Sono", "L1", 10.0, 120, 160, "linear", 48.0, 40.0, grain_axial_px=0.9, grain_lateral_px=1.8,
                    gain=0.7, dynamic_range_db=60.0, attenuation=0.7, blur_px=0.5, ui_text=False, ruler=False)
-    return Scanner(**{**base.__dict__, **knobs})  # type: ignore[arg-type]
+    return replace(base, **knobs)  # type: ignore[arg-type]
 
 
 def _render(scanner: Scanner) -> tuple[np.ndarray, np.ndarray]:
