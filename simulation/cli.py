@@ -13,6 +13,7 @@ from simulation.public.adapters import ADAPTERS
 from simulation.public.partition import PARTITIONS, PartitionOptions
 
 DEMO_DIR = Path("phantom/demo")
+PRESET_NAMES = ("demo", "tiny", "hetero", "hetero-tiny")  # simulation.phantom.PRESETS, named here so --help needs no phantom import
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     make = sub.add_parser("make-phantom", help="write a synthetic multi-hospital cohort")
     make.add_argument("--out", type=Path, required=True)
-    make.add_argument("--preset", default="demo")
+    make.add_argument(
+        "--preset", default="demo", choices=PRESET_NAMES,
+        help="demo: 3 training hospitals + 1 external; tiny: the test-size federation; hetero: 7 small training hospitals (40-120 cases, "
+        "prevalence 15-60%%, strong scanner shift, hospital_outlier the most shifted) + 1 external; hetero-tiny: hetero at test size "
+        "(hetero presets: --modality image only)",
+    )  # fmt: skip
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--modality", choices=("image", "cine", "multimodal"), default="image", help="image: one still per case; cine: a probe sweep (multi-frame DICOM or frame folder) per case; multimodal: the still plus an H&E micrograph and a CC + MLO mammogram per case")
     make.add_argument("--dp-epsilon", type=float, default=0.0, metavar="EPS", help="every training site trains only with DP-SGD at this target epsilon (delta 1e-5)")
@@ -149,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     from simulation.phantom import make_phantom
 
     if args.command == "make-phantom":
-        summary = make_phantom(args.out, args.preset, args.seed, modality=args.modality)
+        try:
+            summary = make_phantom(args.out, args.preset, args.seed, modality=args.modality)
+        except ValueError as err:
+            print(f"axilla-simulate make-phantom: {err}", file=sys.stderr)
+            return 2
         if args.dp_epsilon:
             from simulation.phantom.writer import require_dp  # noqa: PLC0415
 

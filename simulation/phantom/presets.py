@@ -19,7 +19,10 @@ class Scanner:
     probes. ``gain`` is an amplitude factor (0.7 = nominal), ``dynamic_range_db`` the displayed
     log-compression range, ``attenuation`` the uncorrected loss over the depth (x10 dB),
     ``calipers`` the share of cases with burned-in calipers, ``tint`` an RGB colour map,
-    ``frame_time_ms`` the time between cine frames (its frame rate; used by the cine phantom only).
+    ``frame_time_ms`` the time between cine frames (its frame rate; used by the cine phantom only),
+    ``zoom`` the lesion's on-screen size relative to nominal (a narrower field of view shows it larger),
+    ``speckle_contrast`` a factor on the speckle's dB spread, ``resolution`` the fraction of the display
+    size the detail survives (the image is down-sampled by it, then up-sampled back; 1 = none).
     """
 
     manufacturer: str
@@ -44,6 +47,9 @@ class Scanner:
     calipers: float = 0.0
     sector_half_angle_deg: float = 32.0
     frame_time_ms: float = 40.0
+    zoom: float = 1.0
+    speckle_contrast: float = 1.0
+    resolution: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,14 @@ def _tiny() -> Preset:
     return Preset("tiny", tuple(sites))
 
 
-PRESETS: dict[str, Preset] = {"demo": _demo(), "tiny": _tiny()}
+def _all_presets() -> dict[str, Preset]:
+    """Return every named preset: demo, tiny, and the heterogeneous ones of ``hetero_presets.py``."""
+    from simulation.phantom.hetero_presets import hetero, hetero_tiny  # noqa: PLC0415 - it builds on this module's classes
+
+    return {"demo": _demo(), "tiny": _tiny(), "hetero": hetero(), "hetero-tiny": hetero_tiny()}
+
+
+PRESETS: dict[str, Preset] = _all_presets()
 
 
 def scaled_preset(preset: Preset, total: int) -> Preset:

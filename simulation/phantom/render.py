@@ -239,7 +239,7 @@ def place_lesion(lesion: LesionFeatures, geometry: SiteGeometry, shape: tuple[in
     hb, wb = shape
     scale = geometry.width / 480.0
     row_guess = int(np.clip(lesion.center_d * hb, 0, hb - 1))
-    diam = _lesion_frac(lesion.tumor_size_mm) * wb * float(geometry.col_px[row_guess])
+    diam = _lesion_frac(lesion.tumor_size_mm) * wb * float(geometry.col_px[row_guess]) * geometry.scanner.zoom
     r = lesion.aspect_ratio
     a, b = (0.5 * diam / r, 0.5 * diam) if r >= 1 else (0.5 * diam, 0.5 * diam * r)
     tilt = np.deg2rad(lesion.tilt_deg)
@@ -387,7 +387,7 @@ def speckle_db(noise: np.ndarray, scanner: Scanner, scale: float) -> np.ndarray:
     im = ndimage.gaussian_filter(noise[1], sigma, mode="reflect", truncate=3.0)
     intensity = re * re + im * im
     intensity /= float(intensity.mean())
-    return 8.5 * np.log10(intensity + 1e-4)
+    return 8.5 * scanner.speckle_contrast * np.log10(intensity + 1e-4)
 
 
 def to_display(db: np.ndarray, beam_mask: np.ndarray, geometry: SiteGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -409,7 +409,17 @@ def to_display(db: np.ndarray, beam_mask: np.ndarray, geometry: SiteGeometry) ->
         mask[geometry.fov_index] = beam_mask[nearest[0], nearest[1]]
     if scanner.blur_px > 0:
         display = ndimage.gaussian_filter(display, scanner.blur_px * scale, mode="constant")
+    if scanner.resolution < 1.0:
+        display = resample(display, scanner.resolution)
     return np.rint(display * 255.0).astype(np.uint8), mask
+
+
+def resample(display: np.ndarray, factor: float) -> np.ndarray:
+    """Return a float display down-sampled to ``factor`` of its size (area average) and up-sampled back (bilinear)."""
+    h, w = display.shape
+    small = (max(2, round(w * factor)), max(2, round(h * factor)))
+    image = Image.fromarray(display, mode="F").resize(small, Image.Resampling.BOX)
+    return np.asarray(image.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32).clip(0.0, 1.0)
 
 
 def render_case(lesion: LesionFeatures, geometry: SiteGeometry, rng: np.random.Generator) -> Rendered:

@@ -19,6 +19,7 @@ from PIL import Image
 from client.site_config import site_config_mapping
 from simulation.phantom.dicom import write_dicom
 from simulation.phantom.features import FEATURE_COLUMNS, HISTOLOGIC_TYPES, Features, draw_features, lesion_features
+from simulation.phantom.hetero_presets import scanner_shift
 from simulation.phantom.presets import PRESETS, Preset, SiteSpec
 from simulation.phantom.render import SiteGeometry, render_case
 from simulation.phantom.risk import bayes_auc, draw_labels, reader_reads, true_risk
@@ -247,7 +248,8 @@ def build_phantom(out: Path, preset: Preset, seed: int = 0, *, flip_labels: bool
     """
     cohorts = draw_cohort(preset, seed, flip_labels=flip_labels)
     write_sites(Path(out), cohorts, "phantom", preset.name, lambda cohort, folder: _write_site(cohort, folder, preset, seed))
-    write_truth(cohorts, Path(out) / TRUTH_DIR, preset, seed, flip_labels)
+    shifts = {site.name: scanner_shift(site.scanner) for site in preset.sites}
+    write_truth(cohorts, Path(out) / TRUTH_DIR, preset, seed, flip_labels, more_facts={"scanner_shift": shifts})
     return phantom_summary(Path(out), cohorts)
 
 
@@ -286,7 +288,8 @@ def make_phantom(out: Path, preset: str = "demo", seed: int = 0, *, flip_labels:
 
     Args:
         out: the folder that receives one folder per site and the ``_truth`` folder.
-        preset: a name in ``PRESETS`` (``"demo"`` or ``"tiny"``).
+        preset: a name in ``PRESETS`` (``"demo"``, ``"tiny"``, ``"hetero"`` or ``"hetero-tiny"``; cine and
+            multimodal: ``"demo"`` or ``"tiny"``).
         seed: the cohort seed; the same (preset, seed) gives the same bytes.
         flip_labels: give every case the opposite label (pixels never depend on labels).
         modality: ``"image"`` (one still per case), ``"cine"`` (a probe sweep per case, ``cine_writer.py``) or
