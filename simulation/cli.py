@@ -57,12 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--seed", type=int, default=None, help="seed of a dirichlet or quantity partition (default 0)")
     prep.add_argument("--out", type=Path, required=True, help="the folder to write the site folders into")
     comp = sub.add_parser(
-        "compare", help="run several strategies on the same sites and seeds, with the pooled and local-only baselines, and tabulate them",
-        description="Each strategy once per seed (the first also trains the pooled and local-only baselines), in parallel; "
+        "compare", help="run several strategies or run-config variants on the same sites and seeds, with the pooled and local-only baselines, and tabulate them",
+        description="Each variant once per seed (the first also trains the pooled and local-only baselines), in parallel; "
         "writes OUT/comparison.json, comparison.md and comparison.html, and each run under OUT/runs/.",
     )  # fmt: skip
     comp.add_argument("--sites", type=Path, required=True, help="folder with one <site>/site.yaml per site (its run-config.toml, if any, applies first)")
-    comp.add_argument("--strategies", required=True, help="comma list of run config 'strategy' names, e.g. fedavg,fedprox")
+    comp.add_argument(
+        "--strategies", required=True,
+        help="comma list of variants: a run config 'strategy' name, or a run-config TOML file applied over --run-config/--set for its runs "
+        "(labelled by its stem), e.g. fedavg,experiments/strategies/fedprox.toml",
+    )  # fmt: skip
     comp.add_argument("--seeds", default="0", help="comma list of seeds (default 0)")
     comp.add_argument("--run-config", type=Path, help="TOML file of run config overrides shared by every run")
     comp.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE", help="one run config override shared by every run")
@@ -112,7 +116,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    """``compare``: validate the plan (unknown strategies named), print it, run it, print where the table is."""
+    """``compare``: validate the plan (bad variants named), print it, run it, print where the table is."""
     from simulation.compare import CompareError, default_jobs, describe_plan, plan_runs, run_comparison, subprocess_runner, threads_per_job  # noqa: PLC0415
 
     try:

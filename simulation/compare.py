@@ -1,4 +1,4 @@
-"""Strategy comparison: the same sites and seeds under each strategy, with the pooled and local-only baselines once per seed.
+"""Strategy comparison: the same sites and seeds under each variant (a strategy, or a run-config file), with the pooled and local-only baselines once per seed.
 
 Plain functions: ``plan_runs`` (validated before anything starts), ``run_all`` (parallel, a failed run recorded
 and the others going on), ``summarise`` (mean and SD over seeds, fractions of pooled and of the Bayes
@@ -23,6 +23,7 @@ from typing import Any
 from evaluation.text import finite as _finite
 from models.run_config import RunConfig, RunConfigError, Scalar
 from simulation.compare_report import write_comparison
+from simulation.compare_variants import PERSONALISED, Variant, duplicate_labels, personalised_values, read_variant
 
 SCHEMA = "axilla.comparison/1"
 RUN_GIB = 3.0  # memory one simulation (its Ray workers included) is given when choosing --jobs
@@ -32,17 +33,22 @@ LOCAL_BEST = "local best"
 
 
 class CompareError(ValueError):
-    """The comparison cannot start (an unknown strategy, a bad run config)."""
+    """The comparison cannot start (an unknown strategy, a bad variant file or run config, a label given twice)."""
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One simulation of the comparison: a strategy at a seed; ``baselines``: this run also trains the pooled and local-only models."""
+    """One simulation of the comparison: a variant (``strategy``: its label) at a seed; ``baselines``: this run also trains the pooled and local-only models.
+
+    ``source``: the variant's run-config file ('' for a strategy name); ``personalise``: the run's resolved ``personalise``.
+    """
 
     strategy: str
     seed: int
     baselines: bool
     overrides: Mapping[str, Scalar]
+    source: str = ""
+    personalise: str = "none"
 
     @property
     def run_id(self) -> str:
@@ -64,26 +70,41 @@ class RunOutcome:
 RunFn = Callable[[PlannedRun, int], tuple[Path, dict[str, Any]]]  # (run, torch threads) -> run dir, its report.json
 
 
-def plan_runs(strategies: Sequence[str], seeds: Sequence[int], overrides: Mapping[str, Scalar]) -> list[PlannedRun]:
-    """Every (strategy, seed) run, the first strategy of each seed carrying the baselines; unknown strategies refused, all named."""
-    if not strategies or not seeds:
+def plan_runs(entries: Sequence[str | Variant], seeds: Sequence[int], overrides: Mapping[str, Scalar]) -> list[PlannedRun]:
+    """Every (variant, seed) run, the first variant of each seed carrying the baselines.
+
+    An entry is a strategy name or a run-config TOML file (label: its stem; its keys over ``overrides``).
+    Every variant's full config is checked first; the bad ones are refused, all named, as are labels given twice.
+    """
+    if not entries or not seeds:
         raise CompareError("compare needs at least one strategy and one seed")
-    if len(set(strategies)) != len(strategies):
-        raise CompareError(f"strategies named twice: {', '.join(strategies)}")
-    base = RunConfig().to_mapping() | dict(overrides)
-    bad = []
-    for name in strategies:
+    variants: list[Variant] = []
+    bad: list[str] = []
+    for entry in entries:
         try:
-            RunConfig.from_mapping(base | {"strategy": name})
+            variants.append(entry if isinstance(entry, Variant) else read_variant(entry))
         except RunConfigError as err:
-            bad.append((name, str(err)))
+            bad.append(f"variant {entry!r} refused: {err}")
+    twice = duplicate_labels(variants)
+    bad += [f"label {label!r} given twice ({', '.join(given)}): each variant needs its own label (a file's stem)" for label, given in twice.items()]
+    base = RunConfig().to_mapping() | dict(overrides)
+    resolved: dict[str, RunConfig] = {}
+    for v in variants:
+        try:
+            resolved[v.label] = RunConfig.from_mapping(base | dict(v.keys))
+        except RunConfigError as err:
+            bad.append(f"variant {v.label!r} ({v.source}) refused: {err}" if v.source else f"strategy {v.label!r} refused: {err}")
     if bad:
-        raise CompareError("; ".join(f"strategy {name!r} refused: {why}" for name, why in bad))
+        raise CompareError("; ".join(bad))
     return [
-        PlannedRun(name, seed, i == 0, dict(overrides) | {"strategy": name, "seed": seed, "baselines": i == 0, "run-id": f"{name}-seed{seed}"})
+        PlannedRun(
+            v.label, seed, i == 0,
+            dict(overrides) | dict(v.keys) | {"strategy": resolved[v.label].strategy, "seed": seed, "baselines": i == 0, "run-id": f"{v.label}-seed{seed}"},
+            v.source, resolved[v.label].personalise,
+        )
         for seed in seeds
-        for i, name in enumerate(strategies)
-    ]
+        for i, v in enumerate(variants)
+    ]  # fmt: skip
 
 
 def default_jobs(cores: int | None = None, memory_gib: float | None = None) -> int:
@@ -139,7 +160,7 @@ def subprocess_runner(sites: Path, runs_dir: Path, timeout_s: float | None = Non
 
 
 def summarise(outcomes: Sequence[RunOutcome], ceilings: Mapping[str, float] | None) -> dict[str, Any]:
-    """The comparison table: per strategy and baseline, each site's and the external sites' test metric over seeds."""
+    """The comparison table: per variant (and its personalised models, if it personalised) and baseline, each site's and the external sites' test metric over seeds."""
     strategies = list(dict.fromkeys(o.run.strategy for o in outcomes))
     metric = next((_metric(o.report) for o in outcomes if o.report), "auc")
     ceilings = ceilings if metric == "auc" else None  # the phantom's ceilings are AUCs
@@ -151,16 +172,22 @@ def summarise(outcomes: Sequence[RunOutcome], ceilings: Mapping[str, float] | No
         external |= {s["name"] for s in o.report.get("sites", []) if s.get("role") == "external"}
         values = final_values(o.report, metric)
         per_seed.setdefault(o.run.strategy, {})[o.run.seed] = values.get("federated", {})
+        if o.run.personalise != "none" and metric == "auc":
+            per_seed.setdefault(o.run.strategy + PERSONALISED, {})[o.run.seed] = personalised_values(o.report, values.get("federated", {}))
         if o.run.baselines:
             per_seed.setdefault(POOLED, {})[o.run.seed] = values.get(POOLED, {})
             for name, combine in ((LOCAL_MEAN, statistics.fmean), (LOCAL_BEST, max)):
                 per_seed.setdefault(name, {})[o.run.seed] = _combine_locals(values, combine)
     pooled = {seed: values | _external(values, external) for seed, values in per_seed.get(POOLED, {}).items()}
+    personal = [name + PERSONALISED for name in strategies if metric == "auc" and any(o.run.strategy == name and o.run.personalise != "none" for o in outcomes)]
+    models = [m for name in strategies for m in (name, name + PERSONALISED) if m == name or m in personal]
     rows = []
-    for name in [*strategies, POOLED, LOCAL_MEAN, LOCAL_BEST]:
+    for name in [*models, POOLED, LOCAL_MEAN, LOCAL_BEST]:
         seeds = per_seed.get(name, {})
-        mine = [o for o in outcomes if o.run.strategy == name or (name not in strategies and o.run.baselines)]
-        row: dict[str, Any] = {"model": name, "kind": "strategy" if name in strategies else "baseline", "n_seeds": len(seeds)}
+        # a personalised row's runs are its variant's, whose row shows their wall times and failures
+        mine = [] if name in personal else [o for o in outcomes if o.run.strategy == name or (name not in strategies and o.run.baselines)]
+        kind = "strategy" if name in strategies else "personalised" if name in personal else "baseline"
+        row: dict[str, Any] = {"model": name, "kind": kind, "n_seeds": len(seeds)}
         sites = sorted({site for values in seeds.values() for site in values}, key=lambda s: (s == "all", s))
         with_external = {seed: values | _external(values, external) for seed, values in seeds.items()}
         columns = [*sites, *(["external"] if external else [])]
@@ -170,7 +197,7 @@ def summarise(outcomes: Sequence[RunOutcome], ceilings: Mapping[str, float] | No
             row["wall_s"] = _mean_sd(walls) | {"includes_baselines": any(o.run.baselines for o in mine)}
         row["failed"] = [{"seed": o.run.seed, "error": o.error} for o in mine if o.error and (name in strategies or o.run.baselines)]
         rows.append(row)
-    return {"metric": metric, "external_sites": sorted(external), "rows": rows}
+    return {"metric": metric, "external_sites": sorted(external), "rows": rows, "personalised": personal}
 
 
 def run_comparison(
@@ -182,6 +209,7 @@ def run_comparison(
     ceilings = read_ceilings(sites)
     table: dict[str, Any] = {"schema": SCHEMA, "sites_dir": str(Path(sites).resolve()), "jobs": jobs, "threads_per_job": threads}
     table |= {"strategies": list(dict.fromkeys(r.strategy for r in runs)), "seeds": list(dict.fromkeys(r.seed for r in runs))}
+    table["variants"] = {r.strategy: {"source": r.source, "personalise": r.personalise} for r in runs}
     table |= summarise(outcomes, ceilings)
     table["ceilings"] = ceilings
     if not ceilings:
@@ -203,7 +231,10 @@ def describe_plan(runs: Sequence[PlannedRun], jobs: int, threads: int) -> list[s
     """The plan as lines (``--dry-run``)."""
     lines = [f"{len(runs)} runs, {jobs} at a time, {threads} torch thread(s) each:"]
     for run in runs:
-        lines.append(f"  {run.run_id}: strategy {run.strategy}, seed {run.seed}" + (", with the pooled and local-only baselines" if run.baselines else ""))
+        what = f"strategy {run.strategy}"
+        if run.source:
+            what = f"variant {run.strategy} ({run.source}: strategy {run.overrides['strategy']}" + ("" if run.personalise == "none" else f", personalise {run.personalise}") + ")"
+        lines.append(f"  {run.run_id}: {what}, seed {run.seed}" + (", with the pooled and local-only baselines" if run.baselines else ""))
     return lines
 
 
@@ -227,7 +258,7 @@ def pooled_curve(report_convergence: Mapping[str, Any] | None) -> tuple[list[int
 
 
 def mean_curves(outcomes: Sequence[RunOutcome]) -> dict[str, tuple[list[int], list[float | None]]]:
-    """Per strategy, the pooled validation curve averaged over its seeds (rounds where any seed reported)."""
+    """Per variant, the pooled validation curve averaged over its seeds (rounds where any seed reported)."""
     out: dict[str, tuple[list[int], list[float | None]]] = {}
     for strategy in dict.fromkeys(o.run.strategy for o in outcomes):
         curves = [c for o in outcomes if o.run.strategy == strategy and o.report and (c := pooled_curve(o.report.get("convergence")))]

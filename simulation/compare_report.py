@@ -97,10 +97,16 @@ def render_html(table: dict[str, Any], png: bytes) -> str:
 def _notes(table: dict[str, Any]) -> list[str]:
     """Why columns are empty, how the baselines were made, which runs failed."""
     notes = [
-        "pooled, local mean and local best come from the first strategy's run of each seed (the same sites and seed); "
+        "pooled, local mean and local best come from the first variant's run of each seed (the same sites and seed); "
         "local mean: per site, the mean over the local-only models; local best: per site, the best local-only model there.",
-        "external: the mean over the external (never-training) sites. Wall time: a run's own time, so the first strategy's includes the baselines.",
+        "external: the mean over the external (never-training) sites. Wall time: a run's own time, so the first variant's includes the baselines.",
     ]
+    if table.get("personalised"):
+        notes.append(
+            f"{', '.join(table['personalised'])}: at each training site, that site's personalised model (personalise = finetune or ditto) "
+            "on its own test cases; at the external sites, the global model (they never train, so they keep it); no 'all' column (each "
+            "training site has its own model); a training site that sent no personalised metrics is left out of that seed."
+        )
     if table.get("ceiling_note"):
         notes.append(table["ceiling_note"] + ".")
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.run_config import RunConfig, RunConfigError, load_run_config_file, parse_assignments
+from models.run_config import STRATEGIES, RunConfig, RunConfigError, load_run_config_file, parse_assignments
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,3 +76,17 @@ def test_personalisation_keys_are_checked_with_messages_naming_them() -> None:
         with pytest.raises(RunConfigError, match=message):
             RunConfig.from_mapping(values)
     assert RunConfig.from_mapping({"personalise-epochs": ""}).personalise == "none"  # the epochs matter only to fine-tuning
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").rglob("*.toml")), ids=lambda p: str(p.relative_to(ROOT / "experiments")))
+def test_every_experiment_preset_is_a_valid_run_config(path: Path) -> None:
+    RunConfig.from_mapping(load_run_config_file(path))
+
+
+def test_every_strategy_has_a_preset_valid_over_the_hetero_base() -> None:
+    folder = ROOT / "experiments" / "strategies"
+    base = load_run_config_file(ROOT / "experiments" / "hetero_compare.toml")
+    configs = {path.stem: RunConfig.from_mapping(base | load_run_config_file(path)) for path in folder.glob("*.toml")}
+    assert {cfg.strategy for cfg in configs.values()} == set(STRATEGIES)
+    assert configs["scaffold"].optimizer == "sgd" and configs["fedavg_finetune"].personalise == "finetune" and configs["fedavg_ditto"].personalise == "ditto"
+    assert all(name == cfg.strategy for name, cfg in configs.items() if cfg.personalise == "none")  # one file per strategy, named after it

@@ -133,3 +133,118 @@ def test_cli_dry_run_prints_the_plan_and_refuses_unknown_strategies(tmp_path: Pa
     assert not (tmp_path / "out").exists()
     assert main([*args, "--strategies", "fedavg,fedmystery"]) == 2
     assert "'fedmystery'" in capsys.readouterr().err
+
+
+def _variant(folder: Path, name: str, text: str) -> str:
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_file_variants_keys_reach_its_runs_over_the_base(tmp_path: Path) -> None:
+    strong = _variant(tmp_path, "prox_strong", 'strategy = "fedprox"\nproximal-mu = 0.1\nnum-rounds = 3\n')
+    runs = plan_runs(["fedavg", strong], [0], {"num-rounds": 2, "image-size": 32})
+    seen: dict[str, dict[str, Any]] = {}
+
+    def run_one(run: PlannedRun, threads: int) -> tuple[Path, dict[str, Any]]:
+        seen[run.run_id] = dict(run.overrides)
+        return Path(run.run_id), _report("fedavg", 0)
+
+    table = summarise(run_all(runs, run_one, jobs=1, threads=1), None)
+    assert seen["prox_strong-seed0"] == {
+        "num-rounds": 3, "image-size": 32, "strategy": "fedprox", "proximal-mu": 0.1, "seed": 0, "baselines": False, "run-id": "prox_strong-seed0",
+    }  # fmt: skip
+    assert seen["fedavg-seed0"] == {"num-rounds": 2, "image-size": 32, "strategy": "fedavg", "seed": 0, "baselines": True, "run-id": "fedavg-seed0"}
+    assert runs[1].source == strong and [r["model"] for r in table["rows"]][:2] == ["fedavg", "prox_strong"]
+
+
+def test_a_file_variant_without_a_strategy_takes_the_base_one(tmp_path: Path) -> None:
+    slow = _variant(tmp_path, "slow", "lr = 0.0001\n")
+    (run,) = plan_runs([slow], [4], {"strategy": "fedprox"})
+    assert run.overrides["strategy"] == "fedprox" and run.overrides["lr"] == 0.0001 and run.run_id == "slow-seed4"
+
+
+def test_duplicate_labels_are_refused_by_name(tmp_path: Path) -> None:
+    twin = _variant(tmp_path, "fedavg", 'strategy = "fedprox"\n')
+    with pytest.raises(CompareError, match="label 'fedavg' given twice") as err:
+        plan_runs(["fedavg", twin], [0], {})
+    assert twin in str(err.value)
+    with pytest.raises(CompareError, match="label 'fedprox' given twice"):
+        plan_runs(["fedprox", "fedprox"], [0], {})
+
+
+def test_invalid_variant_files_are_refused_naming_the_variant_and_key(tmp_path: Path) -> None:
+    adam = _variant(tmp_path, "scaffold_adam", 'strategy = "scaffold"\n')  # SCAFFOLD without optimizer = "sgd"
+    typo = _variant(tmp_path, "typo", "proximal_mu = 0.1\n")
+    good = _variant(tmp_path, "good", 'strategy = "fedprox"\n')
+    with pytest.raises(CompareError) as err:
+        plan_runs([good, adam, typo, str(tmp_path / "missing.toml")], [0], {})
+    message = str(err.value)
+    assert "variant 'scaffold_adam'" in message and "'strategy' = 'scaffold' needs optimizer = 'sgd'" in message
+    assert "variant 'typo'" in message and "unknown run config key 'proximal_mu'" in message
+    assert "missing.toml not found" in message and "'good'" not in message
+    assert plan_runs([adam], [0], {"optimizer": "sgd"})[0].overrides["strategy"] == "scaffold"  # the base can make it valid
+
+
+# per seed: model -> site -> test AUC of a run that personalised, and its report's personalisation rows
+PERSONAL = {
+    0: [
+        {"site": "a", "model": "federated", "status": "ok", "global_auc": 0.70, "personal_auc": 0.78},
+        {"site": "b", "model": "federated", "status": "ok", "global_auc": 0.50, "personal_auc": 0.90},
+        {"site": "ext", "model": "federated", "status": "global only", "global_auc": 0.60},
+    ],
+    1: [
+        {"site": "a", "model": "federated", "status": "ok", "global_auc": 0.74, "personal_auc": 0.82},
+        {"site": "b", "model": "federated", "status": "missing", "reason": "a DP site keeps no personalised model"},
+        {"site": "ext", "model": "federated", "status": "global only", "global_auc": 0.66},
+    ],
+}  # fmt: skip
+
+
+def test_a_personalising_variant_gets_a_personalised_row_by_hand(tmp_path: Path) -> None:
+    ditto = _variant(tmp_path, "fedavg_ditto", 'strategy = "fedavg"\npersonalise = "ditto"\n')
+    runs = plan_runs([ditto, "fedprox"], [0, 1], {})
+    assert [r.personalise for r in runs[:2]] == ["ditto", "none"]
+
+    def run_one(run: PlannedRun, threads: int) -> tuple[Path, dict[str, Any]]:
+        if run.strategy == "fedprox":
+            return Path(run.run_id), _report("fedprox", run.seed)
+        return Path(run.run_id), _report("fedavg", run.seed) | {"personalisation": PERSONAL[run.seed]}
+
+    table = run_comparison(tmp_path / "no-truth", runs, tmp_path / "out", run_one, jobs=1, threads=1)
+    assert [r["model"] for r in table["rows"]] == ["fedavg_ditto", "fedavg_ditto (personalised)", "fedprox", "pooled", "local mean", "local best"]
+    row = _row(table, "fedavg_ditto (personalised)")
+    assert row["kind"] == "personalised" and row["n_seeds"] == 2 and "all" not in row["sites"]
+    a, b, ext = row["sites"]["a"], row["sites"]["b"], row["sites"]["ext"]
+    # a: personalised 0.78, 0.82 -> mean 0.80, SD sqrt(2 * 0.02^2) = 0.028284; pooled a: 0.80, 0.76
+    assert a["mean"] == pytest.approx(0.80) and a["sd"] == pytest.approx(0.0282843, abs=1e-6)
+    assert a["frac_pooled"] == pytest.approx((0.78 / 0.80 + 0.82 / 0.76) / 2)
+    assert b["n"] == 1 and b["mean"] == pytest.approx(0.90) and b["frac_pooled"] is None  # seed 1 sent none; no pooled value at b
+    # ext keeps the global model: 0.60, 0.66, as the variant's own row; pooled ext 0.75, 0.66
+    assert ext["mean"] == pytest.approx(0.63) and ext["frac_pooled"] == pytest.approx((0.60 / 0.75 + 0.66 / 0.66) / 2)
+    assert row["sites"]["external"]["mean"] == pytest.approx(0.63) == _row(table, "fedavg_ditto")["sites"]["ext"]["mean"]
+    assert table["personalised"] == ["fedavg_ditto (personalised)"] and table["variants"]["fedavg_ditto"] == {"source": ditto, "personalise": "ditto"}
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| fedavg_ditto (personalised) | 0.630 ± 0.042 |" in markdown and "at the external sites, the global model" in markdown
+
+
+def test_without_personalisation_there_is_no_personalised_row() -> None:
+    table = summarise(run_all(plan_runs(["fedavg"], [0], {}), _fake(), 1, 1), None)
+    assert table["personalised"] == [] and not any("personalised" in r["model"] for r in table["rows"])
+
+
+def test_cli_dry_run_lists_the_variants_and_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulation.cli import main  # noqa: PLC0415
+    from tests.conftest import make_site  # noqa: PLC0415
+
+    make_site(tmp_path / "sites", "a", n=4)
+    finetune = _variant(tmp_path, "ft", 'personalise = "finetune"\n')
+    args = ["compare", "--sites", str(tmp_path / "sites"), "--seeds", "0,1", "--out", str(tmp_path / "out"), "--dry-run"]
+    assert main([*args, "--strategies", f"fedprox,{finetune}"]) == 0
+    printed = capsys.readouterr().out
+    assert "fedprox-seed1: strategy fedprox, seed 1, with the pooled and local-only baselines\n" in printed
+    assert f"ft-seed1: variant ft ({finetune}: strategy fedavg, personalise finetune), seed 1\n" in printed
+    bad = _variant(tmp_path, "bad", "trim-beta = 0.7\n")
+    assert main([*args, "--strategies", f"fedavg,{bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "variant 'bad'" in err and "'trim-beta'" in err
