@@ -152,6 +152,12 @@ class NamedStrategy(SiteAwareMixin):
     def load_server_state(self, state: ArrayRecord) -> None:
         """Continue from a saved ``server_state``."""
 
+    def keeps_server_state(self) -> bool:
+        """Whether the strategy carries state between rounds that a resumed run must restore (server optimisers; plain FedAvgM has none)."""
+        if isinstance(self, FedAvgM):
+            return bool(self.server_momentum)
+        return isinstance(self, (FedAdam, FedYogi, FedAdagrad))
+
 
 class SiteFedAvgM(NamedStrategy, FedAvgM):
     """FedAvgM (Hsu et al., 2019): server SGD with momentum on the case-weighted mean's pseudo-gradient."""
@@ -268,15 +274,14 @@ NAMED: dict[str, type[NamedStrategy]] = {
 
 
 def restore_server_state(strategy: Any, store: ServerStateStore, server_round: int) -> None:
-    """Give a resumed ``strategy`` the server optimiser state saved after ``server_round`` (stateless strategies need none)."""
-    if not isinstance(strategy, NamedStrategy) or not isinstance(strategy, (FedAvgM, FedAdam, FedYogi, FedAdagrad)):
+    """Give a resumed ``strategy`` the server state saved after ``server_round`` (strategies that keep none need none)."""
+    keeps = getattr(strategy, "keeps_server_state", None)
+    if not callable(keeps) or not keeps():
         return
-    if isinstance(strategy, FedAvgM) and not strategy.server_momentum:
-        return  # plain server SGD: no state
     state = store.load_server_state(server_round)
     if state is None:
         raise ServerStateError(
-            f"strategy '{strategy.name}' keeps server optimiser state between rounds, and none was saved with round {server_round}'s "
-            "checkpoint (a run from before it was kept?): resuming would restart the optimiser; start the run again instead"
+            f"strategy '{strategy.name}' keeps server state between rounds, and none was saved with round {server_round}'s "
+            "checkpoint (a run from before it was kept?): resuming would restart it; start the run again instead"
         )
     strategy.load_server_state(state)

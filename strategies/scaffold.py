@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 
 from protocol.messages import CONTROL
 from protocol.packing import PackingError, layout_of, pack, unpack
+from strategies.named import ServerStateStore
 from strategies.site_aware import SiteFedAvg, restore_dtypes
 from strategies.sites import NodeSite
 from strategies.update_checks import check_arrays, numpy_arrays
@@ -38,8 +39,11 @@ class SiteScaffold(SiteFedAvg):
     parameters); each reply returns y_i (``arrays``) and the site's change of c_i (``control``),
     checked like the model. x moves by ``server_lr`` times the uniform mean of the accepted
     y_i - x, and c by |S|/N times the mean of their control changes (N: the enrolled training
-    sites). c starts at zero with each strategy (a stage, or a resumed run).
+    sites). c starts at zero with each stage; it is saved with every round's checkpoint
+    (``round-XXX-server.pt``) and restored when the run resumes.
     """
+
+    name = "scaffold"
 
     def __init__(self, sites: dict[int, NodeSite], control_keys: tuple[str, ...], server_lr: float, *args: Any, **kwargs: Any) -> None:
         """``control_keys``: the network's float parameters (``models.norm_state.parameter_keys``); the rest as ``SiteFedAvg``."""
@@ -47,6 +51,19 @@ class SiteScaffold(SiteFedAvg):
         self.control_keys, self.server_lr = frozenset(control_keys), server_lr
         self.control: Arrays = {}
         self._changes: dict[int, Arrays | str] = {}
+        self._round = 0  # the round being aggregated, numbered as the checkpoints are
+
+    def keeps_server_state(self) -> bool:
+        """c is carried between rounds: a resumed run restores it."""
+        return True
+
+    def server_state(self) -> ArrayRecord:
+        """c by ``control/<parameter>``."""
+        return ArrayRecord({f"control/{k}": Array(np.asarray(v)) for k, v in self.control.items()})
+
+    def load_server_state(self, state: ArrayRecord) -> None:
+        """Continue from a saved c."""
+        self.control = {k.split("/", 1)[1]: v.numpy().astype(np.float64) for k, v in state.items() if k.startswith("control/")}
 
     def _control_template(self) -> ArrayRecord:
         assert self._global is not None
@@ -66,6 +83,7 @@ class SiteScaffold(SiteFedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Take each reply's control change out (Flower's checks want one ArrayRecord), then aggregate as SCAFFOLD."""
         replies = list(replies)
+        self._round = self.round_offset + server_round
         template = self._control_template()
         layout = layout_of(template)
         self._changes = {}
@@ -95,4 +113,6 @@ class SiteScaffold(SiteFedAvg):
         changes = [change for change in (self._changes[node] for node in updates) if not isinstance(change, str)]  # accepted: all usable
         n_sites = sum(site.trains for site in self.sites.values()) or len(updates)
         x, self.control = scaffold_step(numpy_arrays(self._global), self.control, [numpy_arrays(u) for u in updates.values()], changes, self.server_lr, n_sites)
+        if isinstance(self.observer, ServerStateStore):
+            self.observer.save_server_state(self._round, self.server_state())  # before the observer writes the round's checkpoint
         return restore_dtypes(ArrayRecord({k: Array(v) for k, v in x.items()}), self._global)

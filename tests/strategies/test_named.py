@@ -174,7 +174,7 @@ def test_a_server_optimisers_state_round_trips_through_the_run_directory_and_is_
     resumed = build_strategy("fedyogi", SITES, None, 2, 0.0, round_offset=1)
     restore_server_state(resumed, run_dir, 1)
     np.testing.assert_allclose(resumed.v_t["w"], strategy.v_t["w"])  # type: ignore[attr-defined]
-    with pytest.raises(ServerStateError, match="strategy 'fedyogi' keeps server optimiser state.*round 2"):
+    with pytest.raises(ServerStateError, match="strategy 'fedyogi' keeps server state.*round 2"):
         restore_server_state(resumed, run_dir, 2)
     restore_server_state(build_strategy("fedmedian", SITES, None, 2, 0.0), run_dir, 2)  # stateless: nothing needed
     restore_server_state(build_strategy("fedavgm", SITES, None, 2, 0.0), run_dir, 2)  # no momentum: plain server SGD

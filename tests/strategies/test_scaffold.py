@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
@@ -9,6 +11,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from models.run_config import RunConfig
 from protocol.messages import CONTROL
 from protocol.packing import layout_of, pack, unpack
+from server.run_dir import RunDirectory
+from strategies.named import ServerStateError, restore_server_state
 from strategies.scaffold import SiteScaffold, scaffold_step
 from strategies.site_aware import build_strategy
 from tests.strategies.test_site_aware import SITES, FakeGrid, Recorder, _reply, _server_identity  # noqa: F401 (the autouse fixture)
@@ -88,3 +92,18 @@ def test_fedbn_and_scaffold_need_the_run_config() -> None:
     for name in ("fedbn", "scaffold"):
         with pytest.raises(ValueError, match="need the run config"):
             build_strategy(name, SITES, None, 2, 0.0)
+
+
+def test_c_is_saved_with_each_round_and_a_resumed_strategy_sends_it_on(tmp_path: Path) -> None:
+    run_dir = RunDirectory(tmp_path / "run")
+    strategy = SiteScaffold(SITES, ("w",), 2.0, run_dir, min_train_sites=2)
+    list(strategy.configure_train(1, _global(), ConfigRecord(), FakeGrid([11, 22, 33])))
+    arrays, _ = strategy.aggregate_train(1, [_scaffold_reply(11, [2.0, 2.0], [1.0, 0.0]), _scaffold_reply(22, [1.0, 4.0], [3.0, 2.0])])
+    assert arrays is not None and run_dir.last_round() == 1
+    resumed = SiteScaffold(SITES, ("w",), 2.0, None, min_train_sites=2, round_offset=1)
+    restore_server_state(resumed, run_dir, 1)
+    np.testing.assert_allclose(resumed.control["w"], [2.0, 1.0])
+    sent = list(resumed.configure_train(1, arrays, ConfigRecord(), FakeGrid([11, 22, 33])))
+    assert all(np.array_equal(_sent_control(m), [2.0, 1.0]) for m in sent)  # not reset to zero
+    with pytest.raises(ServerStateError, match="strategy 'scaffold' keeps server state.*round 2"):
+        restore_server_state(SiteScaffold(SITES, ("w",), 2.0, None, min_train_sites=2), run_dir, 2)
