@@ -135,7 +135,7 @@ def train_round(
             "this site trains only with DP-SGD, and SCAFFOLD's gradient correction would change the clipped gradients its privacy accounting covers"
         )
     model = model_for(cfg, state)
-    seed = cfg.seed * 100_003 + server_round * 1009 + _site_salt(data.config.site)
+    seed = cfg.seed * 100_003 + server_round * 1009 + site_salt(data.config.site)
     torch.manual_seed(seed)
     device = resolve_device(data.config.compute.device)
     loader = data.loader("train", train=True, seed=seed)
@@ -305,6 +305,6 @@ def _inputs_named(task: Any, cfg: RunConfig) -> str:
     return "clips" if spec.frames else "lesion crops" if spec.crop != "none" else "images"
 
 
-def _site_salt(name: str) -> int:
+def site_salt(name: str) -> int:
     """A stable small integer from a site name (Python's hash() is salted per process)."""
     return sum(ord(c) * (i + 1) for i, c in enumerate(name)) % 10_007

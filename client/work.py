@@ -196,12 +196,12 @@ def _ditto(data: Any, message: Train, global_state: dict[str, Any]) -> None:
     """Ditto: update this site's personal model (from the global one at first) against the arriving global model, and store it here."""
     from client.personal import ditto_update
     from client.personal_store import PersonalStore
-    from client.site import _site_salt, model_for
+    from client.site import site_salt, model_for
 
     cfg, store = message.run, PersonalStore(data.config.output_dir)
     held = store.load(cfg, message.stage_offset, model_layout(cfg))
     personal = model_for(cfg, held if held is not None else global_state)
-    seed = cfg.seed * 100_003 + message.server_round * 1009 + _site_salt(data.config.site) + 1
+    seed = cfg.seed * 100_003 + message.server_round * 1009 + site_salt(data.config.site) + 1
     state = ditto_update(data, personal, global_state, cfg, message.server_round - message.stage_offset, seed)
     store.save(cfg, message.stage_offset, model_layout(cfg), state)
 
@@ -215,7 +215,7 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     """
     from client.personal import finetune
     from client.personal_store import PersonalStore
-    from client.site import _site_salt, compare_models, evaluate_split, model_for
+    from client.site import site_salt, compare_models, evaluate_split, model_for
     from protocol.messages import PERSONAL, PERSONAL_VS, comparison_prefix
     from protocol.metrics import COMPARISON_METRICS, candidate_metric
 
@@ -226,7 +226,7 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     if cfg.personalise == "finetune":
         if not (len(data.splits["train"]) and len(data.splits["val"])):  # nothing to fine-tune on, or to choose the epochs with
             return {}
-        personal, epochs, _ = finetune(data, global_model, cfg, cfg.seed * 100_003 + _site_salt(data.config.site) + 7)
+        personal, epochs, _ = finetune(data, global_model, cfg, cfg.seed * 100_003 + site_salt(data.config.site) + 7)
         extra["epochs"] = epochs
     else:
         held = PersonalStore(data.config.output_dir).load(cfg, message.stage_offset, model_layout(cfg))
