@@ -213,6 +213,8 @@ LONGEST = (
     "tests/simulation/test_public_federation.py",
     "tests/server/test_cine_pipeline.py",
     "tests/server/test_fusion_pipeline.py",
+    "tests/server/test_federation_strategies.py",
+    "tests/server/test_personalisation.py",
     "tests/simulation/test_phantom_cine.py",
     "tests/client/test_multimodal_data.py",
     "tests/simulation/test_phantom_multimodal.py",
