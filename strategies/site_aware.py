@@ -201,10 +201,11 @@ class SiteAwareMixin:
         arrays, metrics = self._aggregate(server_round, _shared_metrics_only(accepted), updates)
         if arrays is not None and self._template is not None:
             arrays = restore_dtypes(arrays, self._template)
+            usable = [r.metadata.src_node_id for r in accepted if r.metadata.src_node_id in updates]  # an error reply holds no update
             if self.central is not None:
-                noisy = self.central.aggregate([numpy_arrays(updates[r.metadata.src_node_id]) for r in accepted], numpy_arrays(self._template))
+                noisy = self.central.aggregate([numpy_arrays(updates[node]) for node in usable], numpy_arrays(self._template))
                 arrays = ArrayRecord({k: Array(v) for k, v in noisy.items()})
-            arrays = self._completed(arrays, {r.metadata.src_node_id: updates[r.metadata.src_node_id] for r in accepted})
+            arrays = self._completed(arrays, {node: updates[node] for node in usable})
         if self.observer is not None:
             self.observer.trained(server_round, arrays, per_site, missing)
         return arrays, metrics
