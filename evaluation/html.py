@@ -15,6 +15,7 @@ from evaluation.figures import figure_name, model_order, report_sites, safe_name
 from evaluation.text import finite as _finite
 from evaluation.text import number as _num
 from evaluation.text import p_value as _p
+from evaluation.text import threshold_text
 
 _CSS = """
 body{font-family:"DejaVu Sans",Arial,Helvetica,sans-serif;margin:0;color:#1d2330;background:#fff;font-size:14px}
@@ -218,7 +219,7 @@ def _metrics_table(rows: list[dict[str, Any]]) -> str:
     for r in _by_model(rows):
         cells = [_cell(_count(r)), _cell(_with_ci(r, "auc"))]
         cells += [_cell(_with_ci(r, key)) for key, _ in _CI_METRICS]
-        cells += [_cell(_num(r.get(k))) for k in ("f1", "kappa", "threshold")]
+        cells += [_cell(_num(r.get(k))) for k in ("f1", "kappa")] + [_cell(escape(threshold_text(r)))]
         body.append(f'<tr><td class="l">{escape(r["model"])}</td>{"".join(cells)}</tr>')
     return _table("model", heads, body)
 

@@ -57,6 +57,7 @@ def curves(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+MIDPOINT_FLAG = "threshold_midpoint"  # 1: the operating point is the midpoint 0.5, validation having held one class only (server/operating_point.py)
 THRESHOLD_KEYS = ("threshold", "tp", "fp", "tn", "fn", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "kappa")
 
 
@@ -80,6 +81,8 @@ def pooled_metrics(per_site: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     thresholds = {m["threshold"] for m in per_site}
     if len(thresholds) == 1:
         out["threshold"] = thresholds.pop()
+    if per_site and all(m.get(MIDPOINT_FLAG) for m in per_site):
+        out[MIDPOINT_FLAG] = 1.0
     out.update(confusion_metrics(**counts))
     if all("brier" in m for m in per_site) and n:
         out["brier"] = sum(m["brier"] * m["n"] for m in per_site) / n

@@ -10,6 +10,7 @@ from evaluation.clinical_report import clinical_markdown, clinical_section
 from evaluation.convergence import convergence_figures, convergence_markdown, convergence_section
 from evaluation.cv_report import cv_markdown, cv_section
 from evaluation.modality_report import modality_markdown, modality_section
+from evaluation.text import threshold_text
 from evaluation.figures import report_figures
 from evaluation.html import endpoint_text, render_html
 from evaluation.personal_report import personal_markdown, personal_missing, personal_section
@@ -22,7 +23,7 @@ SCHEMA = "axilla.report/1"
 ROW_FIELDS = (
     "n", "n_positive", "auc", "auc_ci", "accuracy", "accuracy_ci", "sensitivity", "sensitivity_ci",
     "specificity", "specificity_ci", "ppv", "ppv_ci", "npv", "npv_ci", "f1", "kappa", "pr_auc", "brier",
-    "threshold", "calibration_slope", "calibration_intercept", "hl_stat", "hl_p",
+    "threshold", "threshold_midpoint", "calibration_slope", "calibration_intercept", "hl_stat", "hl_p",
 )
 SEGMENTATION_FIELDS = (
     "n", "dice", "dice_sd", "iou", "iou_sd", "precision", "precision_sd", "recall", "recall_sd", "n_truth_empty", "n_pred_empty",
@@ -195,7 +196,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             auc = f"{r['auc']:.3f}" if "auc" in r else "n/a"
             if "auc_ci" in r:
                 auc += f" ({r['auc_ci'][0]:.3f}-{r['auc_ci'][1]:.3f})"
-            cells = [_fmt(r.get(k)) for k in ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "threshold")]
+            cells = [_fmt(r.get(k)) for k in ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")] + [threshold_text(r)]
             out.append(f"| {r['model']} | {r['n']} | {auc} | " + " | ".join(cells) + " |")
         compared = [c for c in report.get("comparisons", []) if c["site"] == site and c["split"] == "test"]
         if compared:

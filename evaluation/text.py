@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -21,3 +22,9 @@ def p_value(value: Any) -> str:
     if not finite(value):
         return "n/a"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def threshold_text(row: Mapping[str, Any]) -> str:
+    """A row's operating point, marked when it is the midpoint because validation held one class only (``server/operating_point.py``)."""
+    text = number(row.get("threshold"))
+    return text + " (midpoint: validation had one class)" if row.get("threshold_midpoint") else text

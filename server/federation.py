@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
-from evaluation.pooling import at_threshold, pooled_metrics
+from evaluation.pooling import MIDPOINT_FLAG, at_threshold, pooled_metrics
 from evaluation.report import write_report
 from models.run_config import RunConfig
 from models.stages import Plan, Stage, plan_for
@@ -24,7 +24,7 @@ from protocol.metrics import COMPARISON_METRICS, candidate_metric, split_candida
 from server.dp_variant import VariantError, resolve_variant
 from server.enrolment import EnrolmentError
 from server.handshake import handshake
-from server.operating_point import threshold_from_site_metrics
+from server.operating_point import midpoint_used, threshold_from_site_metrics
 from server.personalisation import personalised, record_personalisation
 from server.resume import ResumeError, ResumePoint, resume_point
 from server.run_dir import RunDirectory, new_run_id
@@ -374,6 +374,9 @@ def final_evaluation(
         validation = {name: at_threshold(m, threshold) for name, m in validation.items()}
         request = replace(request, threshold=threshold, grad_cam=run_dir.rows if explain else "", compare=tuple((name, refs[name]) for name in compared))
     test = _evaluate(grid, request, testers, arrays, delivery, failures["test"])
+    if threshold is not None and midpoint_used(validation.values()):  # the report says why the threshold is 0.5
+        validation = {name: {**m, MIDPOINT_FLAG: 1.0} for name, m in validation.items()}
+        test = {name: {**m, MIDPOINT_FLAG: 1.0} for name, m in test.items()}
     for site, metrics in test.items():
         for name, model_b in compared.items():
             row = {key: metrics.pop(candidate_metric(comparison_prefix(name), key)) for key in COMPARISON_METRICS if candidate_metric(comparison_prefix(name), key) in metrics}

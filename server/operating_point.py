@@ -24,7 +24,7 @@ def threshold_from_site_metrics(per_site: Iterable[Mapping[str, Any]], cfg: RunC
     if not pairs:
         raise ValueError("no validation histograms to choose an operating point from")
     pos, neg = pool_histograms(pairs)
-    if sum(pos) == 0 or sum(neg) == 0:
+    if one_class(pos, neg):
         logger.warning(
             "operating point: the validation cases hold %d positive and %d negative cases, so the '%s' rule cannot be applied; "
             "threshold %.1f (the probability midpoint) is used instead", sum(pos), sum(neg), cfg.threshold_rule, MIDPOINT,
@@ -32,3 +32,14 @@ def threshold_from_site_metrics(per_site: Iterable[Mapping[str, Any]], cfg: RunC
         return MIDPOINT
     target = cfg.threshold_target if cfg.threshold_rule in ("sensitivity", "specificity") else None
     return threshold_from_histograms(pos, neg, cfg.threshold_rule, target)
+
+
+def one_class(pos: list[int], neg: list[int]) -> bool:
+    """Whether pooled validation histograms hold cases of one class only (no rule applies: the midpoint is used)."""
+    return sum(pos) == 0 or sum(neg) == 0
+
+
+def midpoint_used(per_site: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether ``threshold_from_site_metrics`` fell back to the midpoint for these validation metrics."""
+    pairs = [(m["hist_pos"], m["hist_neg"]) for m in per_site if "hist_pos" in m and "hist_neg" in m]
+    return bool(pairs) and one_class(*pool_histograms(pairs))
