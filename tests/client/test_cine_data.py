@@ -36,9 +36,11 @@ def test_loops_are_decoded_once_and_cut_into_clips(tmp_path: Path, storage: str)
     os.utime(site.parent / "manifest.csv")
     again = load_cine_site_data(config, 24, 4)
     assert _entries(site) == 8 and again.fingerprint == data.fingerprint
+    torch.manual_seed(0)  # the clips' frame and augmentation draws come from torch's RNG
     batch = next(iter(data.loader("train", train=True, seed=1)))
     assert batch["image"].shape == (4, 1, 4, 24, 24) and batch["image"].dtype == torch.float32
-    assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+    # Frames are scaled to [0, 1]; the training gain change (RandScaleIntensity, factors 0.2) may lift a clip up to x1.2.
+    assert 0.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.2 + 1e-6
     evaluation = [next(iter(data.loader("train", train=False))) for _ in range(2)]
     assert torch.equal(evaluation[0]["image"], evaluation[1]["image"])  # evaluation clips: each segment's middle frame
 
