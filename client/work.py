@@ -129,12 +129,8 @@ def _train(site: LocalSite, message: Train, content: RecordDict, store: ModelSto
         raise SiteDataError.public_fact("this site is external and never trains")
     states, digest = segmenter_states(message, store)
     data = node_data(site, message.run, states, digest)
-    state = _model_state(content, TRAIN, message.run)
+    state = _site_state(site, message, content, TRAIN)
     fedbn = message.run.strategy == "fedbn"
-    if fedbn:
-        from client.fedbn import with_local_norms
-
-        state = with_local_norms(state, site.output_dir, message, message.model, training=True)
     control = None
     if message.run.strategy == "scaffold":
         from client.scaffold import SiteControl
@@ -183,7 +179,7 @@ def _evaluate(site: LocalSite, message: Evaluate, content: RecordDict, store: Mo
         except ValueError as err:
             raise ProtocolError(str(err)) from None
     else:
-        model = model_for(message.run, _evaluated_state(site, message, content))
+        model = model_for(message.run, _site_state(site, message, content, EVALUATE))
         metrics = evaluate_split(data, model, message.run, message.split, message.threshold, message.grad_cam)
         if message.compare:
             metrics.update(_comparisons(site, message, data, model, store))
@@ -240,14 +236,14 @@ def _personalised(data: Any, message: Evaluate, global_model: Any) -> dict[str, 
     return out
 
 
-def _evaluated_state(site: LocalSite, message: Evaluate, content: RecordDict) -> dict[str, Any]:
-    """The state dict of the model an evaluation message carries; under FedBN, with the site's kept normalisation entries (if any)."""
-    state = _model_state(content, EVALUATE, message.run)
+def _site_state(site: LocalSite, message: Train | Evaluate, content: RecordDict, kind: str) -> dict[str, Any]:
+    """The state dict of the model a message carries; under FedBN, with the site's kept normalisation entries (if any)."""
+    state = _model_state(content, kind, message.run)
     if message.run.strategy != "fedbn":
         return state
     from client.fedbn import with_local_norms
 
-    return with_local_norms(state, site.output_dir, message, message.model, training=False)
+    return with_local_norms(state, site.output_dir, message, message.model, training=kind == TRAIN)
 
 
 def _comparisons(site: LocalSite, message: Evaluate, data: Any, model: Any, store: ModelStore) -> dict[str, float]:
